@@ -1,0 +1,55 @@
+# Entry points. `make lab` provisions the local lab; `make test` runs every
+# test stage (what CI runs). Both install what they need first.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+PYTHON ?= python3
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+COLLECTION_LINK := .collections/ansible_collections/enclave/llm
+
+.PHONY: deps lab lab-up lab-destroy lab-purge test lint unit integration molecule molecule-default molecule-vm build-collection
+
+deps: $(VENV)/.installed $(COLLECTION_LINK)
+	@lab/install-deps
+
+# The venv is rebuilt only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt
+	@echo "[deps] creating $(VENV) from requirements.txt"
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@sha256sum requirements.txt > $@
+
+$(COLLECTION_LINK):
+	@mkdir -p $(dir $@)
+	@ln -sfn ../../.. $@
+
+lab: deps
+	lab/up
+	ansible-playbook -i inventories/lab site.yml
+
+lab-up: deps
+	lab/up
+
+lab-destroy:
+	lab/down
+
+lab-purge:
+	lab/down --purge
+
+test: deps
+	tests/run-stages
+
+lint: deps
+	tests/run-stages lint
+
+unit: deps
+	tests/run-stages unit
+
+integration: deps
+	tests/run-stages integration
+
+molecule: deps
+	tests/run-stages molecule
+
+build-collection: deps
+	ansible-galaxy collection build --force --output-path build/

@@ -1,0 +1,79 @@
+# Shared settings and helpers for the lab scripts. Sourced, not executed.
+# Everything the lab creates is named enclave-lab-* and lives in $LAB_STATE,
+# so `lab/down` can remove exactly what the lab made and nothing else.
+
+LAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_STATE=${ENCLAVE_LAB_STATE:-$LAB_ROOT/.lab}
+LAB_NETWORK=enclave-lab
+LAB_SUBNET=198.51.100.0/24
+LAB_GATEWAY=198.51.100.1
+LAB_MIRROR_NAME=enclave-lab-mirror
+LAB_MIRROR_ADDR=198.51.100.10
+LAB_HOST_NAME=enclave-lab-host
+LAB_HOST_ADDR=198.51.100.20
+LAB_ADMIN_USER=enclave-admin
+LAB_SSH_KEY=$LAB_STATE/ssh/id_ed25519
+LAB_LABEL=io.enclave.lab=1
+
+mkdir -p "$LAB_STATE"
+
+# Podman reads the project's containers.conf only: runc (crun cannot run on
+# cgroups v1 hybrid), ulimits below the machine's hard limits, and network
+# definitions kept in the lab state instead of /etc/containers.
+export CONTAINERS_CONF=$LAB_STATE/containers.conf
+sed "s#@NETWORK_DIR@#$LAB_STATE/networks#" "$LAB_ROOT/lab/containers.conf.in" >"$CONTAINERS_CONF.tmp"
+mv "$CONTAINERS_CONF.tmp" "$CONTAINERS_CONF"
+mkdir -p "$LAB_STATE/networks"
+
+say() { printf '[lab %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
+
+# One line per missing prerequisite, saying what to install or free.
+require_cmd() {
+  local cmd=$1 package=$2
+  command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' not found: install it with 'apt-get install $package' (or run 'make deps')"
+}
+
+require_free_space() {
+  local dir=$1 need_gb=$2 have_kb
+  have_kb=$(df -Pk "$dir" | awk 'NR==2 {print $4}')
+  ((have_kb >= need_gb * 1024 * 1024)) ||
+    die "only $((have_kb / 1024 / 1024)) GiB free under $dir, the lab needs $need_gb GiB: free space there or set ENCLAVE_LAB_STATE to a larger disk"
+}
+
+require_root() {
+  ((EUID == 0)) || die "the lab builds root filesystems and a bridge network: run it as root (sudo make lab)"
+}
+
+# Hash of the files that define an artefact; the artefact is rebuilt only when it changes.
+recipe_hash() {
+  cat "$@" | sha256sum | cut -c1-12
+}
+
+ensure_ssh_key() {
+  if [[ ! -f $LAB_SSH_KEY ]]; then
+    mkdir -p "$(dirname "$LAB_SSH_KEY")"
+    chmod 700 "$(dirname "$LAB_SSH_KEY")"
+    ssh-keygen -q -t ed25519 -N '' -C enclave-lab-admin -f "$LAB_SSH_KEY"
+    say "created the lab admin key $LAB_SSH_KEY"
+  fi
+}
+
+# Print a dot every few seconds while a long command runs, and its log on failure.
+run_logged() {
+  local what=$1 log=$2
+  shift 2
+  say "$what (log: $log)"
+  local start=$SECONDS
+  "$@" >"$log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 10
+    kill -0 "$pid" 2>/dev/null && say "  ... $what: $((SECONDS - start)) s, last: $(tail -n 1 "$log" | cut -c1-100)"
+  done
+  if ! wait "$pid"; then
+    tail -n 30 "$log" >&2
+    die "$what failed after $((SECONDS - start)) s; full log in $log"
+  fi
+  say "$what: done in $((SECONDS - start)) s"
+}
