@@ -1,0 +1,58 @@
+"""Helpers for lab-only tests: they run playbooks against the lab and may stop
+lab services, so they never run against a real server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventories" / "lab"
+MIRROR = "enclave-lab-mirror"
+ENCLAVE_HOST = "enclave-lab-host"
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def lab_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+    env.setdefault("CONTAINERS_CONF", str(REPO / ".lab" / "containers.conf"))
+    env.setdefault("ENCLAVE_LAB_SSH_KEY", str(REPO / ".lab" / "ssh" / "id_ed25519"))
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return env
+
+
+def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(LAB_INVENTORY), playbook, *args],
+        cwd=REPO,
+        env=lab_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """Per host: ok, changed, unreachable and failed counts from a PLAY RECAP."""
+    return {
+        m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
+        for m in RECAP.finditer(output)
+    }
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], env=lab_env(), capture_output=True, text=True, check=check)
+
+
+def state_digest(container: str) -> str:
+    """Digest of a host's configuration and package set, to prove a run changed nothing."""
+    script = (
+        "find /etc -xdev -type f -print0 | sort -z | xargs -0 sha256sum; "
+        "dpkg-query -W -f='${Package} ${Version} ${Status}\\n'"
+    )
+    out = podman("exec", container, "sh", "-c", script).stdout
+    return hashlib.sha256(out.encode()).hexdigest()

@@ -1,0 +1,56 @@
+"""Shared fixtures for the host suites.
+
+The suites check the live state of a host and run against the lab and against
+real servers alike:
+
+    pytest tests/testinfra --hosts=podman://enclave-lab-host          # the lab
+    pytest tests/testinfra --hosts=ansible://llm_servers \
+        --ansible-inventory=inventories/site --enclave-inventory=inventories/site
+
+What a host should look like comes from the same inventory that provisioned it
+(`--enclave-inventory`), never from constants in the tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--enclave-inventory",
+        default=str(REPO / "inventories" / "lab"),
+        help="inventory that provisioned the hosts under test (default: the lab)",
+    )
+
+
+@functools.cache
+def _inventory_host_vars(inventory: str, hostname: str) -> dict:
+    out = subprocess.run(
+        ["ansible-inventory", "-i", inventory, "--host", hostname],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout
+    return json.loads(out)
+
+
+def inventory_name(host) -> str:
+    """The inventory hostname of a testinfra host, whatever its backend."""
+    backend = host.backend
+    return getattr(backend, "host", None) or backend.get_hostname()
+
+
+@pytest.fixture
+def enclave_vars(host, request) -> dict:
+    """The inventory variables of the host under test."""
+    inventory = request.config.getoption("--enclave-inventory")
+    return _inventory_host_vars(inventory, inventory_name(host))
