@@ -40,20 +40,14 @@ def test_no_other_source_definitions(host):
 
 
 def test_every_source_is_pinned_to_the_mirror_keys(host):
-    lines = [
-        line
-        for line in host.file("/etc/apt/sources.list").content_string.splitlines()
-        if line.startswith("deb")
-    ]
+    lines = [line for line in host.file("/etc/apt/sources.list").content_string.splitlines() if line.startswith("deb")]
     assert lines
     for line in lines:
         assert "signed-by=/etc/apt/keyrings/enclave-mirror/" in line, f"source without a pinned key: {line}"
 
 
 def test_pinned_keys_are_the_inventory_keys(host, enclave_vars):
-    names = sorted(
-        host.check_output("ls /etc/apt/keyrings/enclave-mirror").split()
-    )
+    names = sorted(host.check_output("ls /etc/apt/keyrings/enclave-mirror").split())
     expected = sorted(p.rsplit("/", 1)[-1] for p in enclave_vars["enclave_mirror"]["apt_keyring_files"])
     assert names == expected
 
