@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventories" / "lab"
 MIRROR = "enclave-lab-mirror"
 ENCLAVE_HOST = "enclave-lab-host"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -22,6 +23,7 @@ def lab_env() -> dict[str, str]:
     env.setdefault("CONTAINERS_CONF", str(REPO / ".lab" / "containers.conf"))
     env.setdefault("ENCLAVE_LAB_SSH_KEY", str(REPO / ".lab" / "ssh" / "id_ed25519"))
     env["ANSIBLE_NOCOLOR"] = "1"
+    env.pop("ANSIBLE_FORCE_COLOR", None)
     return env
 
 
@@ -40,7 +42,7 @@ def play_recap(output: str) -> dict[str, dict[str, int]]:
     """Per host: ok, changed, unreachable and failed counts from a PLAY RECAP."""
     return {
         m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
-        for m in RECAP.finditer(output)
+        for m in RECAP.finditer(ANSI_ESCAPE.sub("", output))
     }
 
 
