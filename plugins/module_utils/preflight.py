@@ -204,7 +204,13 @@ def hostport_problems(name, value):
 
 
 def normalize_fingerprint(value):
-    """Upper-case a fingerprint and drop spaces; None when it is not 40 hex digits."""
+    """Upper-case a fingerprint and drop spaces; None when it is not 40 hex digits.
+
+    An all-digit fingerprint written without quotes reaches us as an int; it is
+    accepted when it still has 40 digits.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str):
         return None
     cleaned = value.replace(" ", "").upper()

@@ -212,6 +212,8 @@ def test_hostport_problems(value, fragment):
         (DEBIAN_ARCHIVE[:-1] + "G", None),
         (None, None),
         (12345, None),
+        (1111222233334444555566667777888899990000, "1111222233334444555566667777888899990000"),
+        (True, None),
     ],
 )
 def test_normalize_fingerprint(value, expected):
