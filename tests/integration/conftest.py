@@ -1,0 +1,188 @@
+"""Fixtures for the integration suite: a throwaway enclave host on the lab network.
+
+The suite never touches the lab's own enclave host (other suites recreate it):
+it starts its own container, ``enclave-test-preflight`` at 198.51.100.30, from
+the lab's host image, and removes it by name at the end. The lab network and
+mirror come from ``lab/up``, which is run first when they are missing.
+Needs root and podman, like the lab itself; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_STATE = Path(os.environ.get("ENCLAVE_LAB_STATE", REPO / ".lab"))
+LAB_NETWORK = "enclave-lab"
+LAB_MIRROR = "enclave-lab-mirror"
+LAB_SSH_KEY = LAB_STATE / "ssh" / "id_ed25519"
+ADMIN_USER = "enclave-admin"
+
+TARGET_NAME = "enclave-test-preflight"
+TARGET_ADDR = "198.51.100.30"
+TARGET_IMAGE = "localhost/enclave-lab-host:current"
+TARGET_LABEL = "io.enclave.test=preflight"
+
+# What "the host did not change" means here: the content of every file under
+# these trees, and the installed package list.
+STATE_COMMAND = "find /etc /usr/local /opt -xdev -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum; dpkg -l"
+
+
+def _podman_env():
+    return {**os.environ, "CONTAINERS_CONF": str(LAB_STATE / "containers.conf")}
+
+
+def podman(*args, check=True, **kwargs):
+    return subprocess.run(["podman", *args], env=_podman_env(), check=check, capture_output=True, text=True, **kwargs)
+
+
+def _lab_ready():
+    if not (LAB_STATE / "containers.conf").exists() or not LAB_SSH_KEY.exists():
+        return False
+    if podman("network", "exists", LAB_NETWORK, check=False).returncode != 0:
+        return False
+    running = podman("inspect", "--format", "{{.State.Running}}", LAB_MIRROR, check=False)
+    return running.stdout.strip() == "true"
+
+
+def _wait(what, probe, seconds):
+    deadline = time.monotonic() + seconds
+    while not probe():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {seconds} s")
+        time.sleep(0.5)
+
+
+def _ansible_bin(name):
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+@dataclass
+class Target:
+    name: str
+    address: str
+    inventory: Path
+
+    def state_digest(self):
+        """sha256 over the host's /etc, /usr/local, /opt contents and `dpkg -l`."""
+        result = podman("exec", self.name, "sh", "-c", STATE_COMMAND)
+        return hashlib.sha256(result.stdout.encode()).hexdigest()
+
+    def run_preflight(self, *extra_args, timeout=240):
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        }
+        command = [
+            _ansible_bin("ansible-playbook"),
+            "-i",
+            str(self.inventory),
+            str(REPO / "playbooks" / "preflight.yml"),
+            *extra_args,
+        ]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        result.command = " ".join(command)
+        return result
+
+
+@pytest.fixture(scope="session")
+def target(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the integration suite runs podman and the lab network as root")
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (lab/install-deps or make deps installs it)")
+    if not _lab_ready():
+        subprocess.run(["bash", str(REPO / "lab" / "up")], cwd=REPO, check=True)
+    # The mirror serves the wheelhouse from the lab state; an empty index
+    # directory is enough for the pip index to answer.
+    (LAB_STATE / "mirror-data" / "wheelhouse").mkdir(parents=True, exist_ok=True)
+
+    podman("rm", "--force", "--ignore", TARGET_NAME)
+    podman(
+        "run",
+        "--detach",
+        "--name",
+        TARGET_NAME,
+        "--hostname",
+        TARGET_NAME,
+        "--label",
+        TARGET_LABEL,
+        "--network",
+        LAB_NETWORK,
+        "--ip",
+        TARGET_ADDR,
+        "--systemd=always",
+        TARGET_IMAGE,
+    )
+    try:
+        _wait(
+            f"ssh did not start in {TARGET_NAME}",
+            lambda: (
+                podman("exec", TARGET_NAME, "systemctl", "is-active", "--quiet", "ssh", check=False).returncode == 0
+            ),
+            60,
+        )
+        podman(
+            "exec",
+            "-i",
+            TARGET_NAME,
+            "install",
+            "-m",
+            "0600",
+            "-o",
+            ADMIN_USER,
+            "-g",
+            ADMIN_USER,
+            "/dev/stdin",
+            f"/home/{ADMIN_USER}/.ssh/authorized_keys",
+            input=(LAB_SSH_KEY.with_suffix(".pub")).read_text(),
+        )
+        ssh = [
+            "ssh",
+            "-i",
+            str(LAB_SSH_KEY),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=2",
+            f"{ADMIN_USER}@{TARGET_ADDR}",
+            "true",
+        ]
+        _wait(
+            f"cannot log in to {TARGET_NAME} at {TARGET_ADDR} over SSH",
+            lambda: subprocess.run(ssh, capture_output=True, check=False).returncode == 0,
+            30,
+        )
+
+        # The lab inventory's group_vars, with this container as the only host.
+        inventory = tmp_path_factory.mktemp("inventory")
+        (inventory / "group_vars").symlink_to(REPO / "inventories" / "lab" / "group_vars")
+        hosts = {
+            "llm_servers": {
+                "hosts": {TARGET_NAME: {"ansible_host": TARGET_ADDR, "ansible_ssh_private_key_file": str(LAB_SSH_KEY)}}
+            }
+        }
+        (inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
+        yield Target(TARGET_NAME, TARGET_ADDR, inventory)
+    finally:
+        podman("rm", "--force", "--time", "5", "--ignore", TARGET_NAME, check=False)
