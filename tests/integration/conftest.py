@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+COLLECTION_LINK = REPO / ".collections" / "ansible_collections" / "enclave" / "llm"
 LAB_STATE = Path(os.environ.get("ENCLAVE_LAB_STATE", REPO / ".lab"))
 LAB_NETWORK = "enclave-lab"
 LAB_MIRROR = "enclave-lab-mirror"
@@ -73,6 +74,7 @@ class Target:
     name: str
     address: str
     inventory: Path
+    control_path_dir: Path
 
     def state_digest(self):
         """sha256 over the host's /etc, /usr/local, /opt contents and `dpkg -l`."""
@@ -86,6 +88,9 @@ class Target:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            # SSH masters of this session only: one left by an earlier container
+            # at the same address would point at a dead connection.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
         }
         command = [
             _ansible_bin("ansible-playbook"),
@@ -105,6 +110,12 @@ def target(tmp_path_factory):
         pytest.skip("the integration suite runs podman and the lab network as root")
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (lab/install-deps or make deps installs it)")
+    # ansible.cfg resolves enclave.llm.* through this link (`make deps` makes it too).
+    if not COLLECTION_LINK.exists():
+        COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
+        if COLLECTION_LINK.is_symlink():
+            COLLECTION_LINK.unlink()
+        COLLECTION_LINK.symlink_to("../../..")
     if not _lab_ready():
         subprocess.run(["bash", str(REPO / "lab" / "up")], cwd=REPO, check=True)
     # The mirror serves the wheelhouse from the lab state; an empty index
@@ -183,6 +194,6 @@ def target(tmp_path_factory):
             }
         }
         (inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
-        yield Target(TARGET_NAME, TARGET_ADDR, inventory)
+        yield Target(TARGET_NAME, TARGET_ADDR, inventory, tmp_path_factory.mktemp("ssh-cp"))
     finally:
         podman("rm", "--force", "--time", "5", "--ignore", TARGET_NAME, check=False)
