@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION_LINK := .collections/ansible_collections/enclave/llm
 
-.PHONY: deps lab lab-up lab-destroy lab-purge test lint unit integration molecule molecule-default molecule-vm build-collection
+.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy test lint unit integration molecule build-collection
 
 deps: $(VENV)/.installed $(COLLECTION_LINK)
 	@lab/install-deps
@@ -35,6 +35,15 @@ lab-destroy:
 
 lab-purge:
 	lab/down --purge
+
+# The VM tier: a real kernel under qemu for what a container cannot hold.
+lab-vm: deps
+	lab/up
+	lab/vm/up
+	ansible-playbook -i inventories/lab_vm site.yml
+
+lab-vm-destroy:
+	lab/vm/down
 
 test: deps
 	tests/run-stages

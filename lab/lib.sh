@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # the settings are used by the scripts that source this file
 # Shared settings and helpers for the lab scripts. Sourced, not executed.
 # Everything the lab creates is named enclave-lab-* and lives in $LAB_STATE,
 # so `lab/down` can remove exactly what the lab made and nothing else.

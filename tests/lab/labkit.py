@@ -21,7 +21,7 @@ def lab_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
     env.setdefault("CONTAINERS_CONF", str(REPO / ".lab" / "containers.conf"))
-    env.setdefault("ENCLAVE_LAB_SSH_KEY", str(REPO / ".lab" / "ssh" / "id_ed25519"))
+    env.setdefault("ENCLAVE_LAB_STATE", str(REPO / ".lab"))
     env["ANSIBLE_NOCOLOR"] = "1"
     env.pop("ANSIBLE_FORCE_COLOR", None)
     return env
