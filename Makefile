@@ -16,7 +16,8 @@ deps: $(VENV)/.installed $(COLLECTION_LINK)
 $(VENV)/.installed: requirements.txt
 	@echo "[deps] creating $(VENV) from requirements.txt"
 	@$(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+		| grep -v 'is ignored: it is neither a file nor a directory'; exit $${PIPESTATUS[0]}
 	@sha256sum requirements.txt > $@
 
 $(COLLECTION_LINK):
