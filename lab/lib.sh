@@ -20,11 +20,15 @@ mkdir -p "$LAB_STATE"
 
 # Podman reads the project's containers.conf only: runc (crun cannot run on
 # cgroups v1 hybrid), ulimits below the machine's hard limits, and network
-# definitions kept in the lab state instead of /etc/containers.
+# definitions kept under /var/lib instead of /etc/containers. Like the
+# containers' names, the lab network is one per machine, shared by every
+# checkout: a definition kept per checkout would make a second checkout
+# collide with the first one's bridge.
+LAB_NETWORK_DIR=/var/lib/enclave-lab/networks
 export CONTAINERS_CONF=$LAB_STATE/containers.conf
-sed "s#@NETWORK_DIR@#$LAB_STATE/networks#" "$LAB_ROOT/lab/containers.conf.in" >"$CONTAINERS_CONF.tmp"
+sed "s#@NETWORK_DIR@#$LAB_NETWORK_DIR#" "$LAB_ROOT/lab/containers.conf.in" >"$CONTAINERS_CONF.tmp"
 mv "$CONTAINERS_CONF.tmp" "$CONTAINERS_CONF"
-mkdir -p "$LAB_STATE/networks"
+mkdir -p "$LAB_NETWORK_DIR" 2>/dev/null || true
 
 say() { printf '[lab %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
