@@ -226,6 +226,7 @@ elements:
 
 import os  # noqa: E402
 import pwd  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -247,7 +248,7 @@ class Runner:
 
     def run(self, argv, record=True):
         if record:
-            self.commands.append(" ".join(argv))
+            self.commands.append(shlex.join(argv))
         return self.module.run_command(argv, environ_update={"LC_ALL": "C"})
 
     def live(self):
