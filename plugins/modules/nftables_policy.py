@@ -26,14 +26,16 @@ description:
     C(drop_invalid)) that probes can read.
   - Does not persist the ruleset across reboots and does not roll back; the C(firewall) role does.
 author:
-  - llm-enclave maintainers
+  - llm-enclave maintainers (@llm-enclave)
 requirements:
   - nftables (C(nft)) 1.0 or later, and C(unshare) from util-linux, on the managed host
   - root on the managed host
 attributes:
   check_mode:
+    description: Validates, compares and reports the diff; the host's ruleset is not changed.
     support: full
   diff_mode:
+    description: Shows the change as a diff of the listed table before and after.
     support: full
 options:
   state:
@@ -158,7 +160,8 @@ notes:
   - The transaction starts with C(table inet enclave {}) and C(delete table inet enclave), so it
     works whether or not the table exists and never touches another table.
 seealso:
-  - name: nftables wiki, atomic rule replacement
+  - name: Atomic rule replacement
+    description: The nftables wiki on replacing a ruleset in one transaction.
     link: https://wiki.nftables.org/wiki-nftables/index.php/Atomic_rule_replacement
 """
 
@@ -270,7 +273,7 @@ class Runner:
         rc, out, err = self.run([unshare, "--net", "--", "/bin/sh", "-c", script, self.nft, path])
         if rc != 0 or SEPARATOR not in out:
             self.fail("loading the rendered ruleset into a throwaway network namespace failed", rc, out, err)
-        json_text, _, text = out.partition(SEPARATOR + "\n")
+        json_text, _separator, text = out.partition(SEPARATOR + "\n")
         return json_text, text
 
     def fail(self, msg, rc, out, err, **extra):
@@ -335,7 +338,7 @@ def run_present(module, runner, result, workdir):
     rc, out, err = runner.run([runner.nft, "-f", path])
     if rc != 0:
         runner.fail("applying the ruleset failed; the transaction was not committed", rc, out, err, rendered=rendered)
-    after_json, _ = runner.live()
+    after_json, _after_text = runner.live()
     if lib.normalise_ruleset(after_json or "") != lib.normalise_ruleset(want_json):
         module.fail_json(
             msg=f"the ruleset was applied but table {lib.TABLE_SPEC} does not match the policy afterwards; "
