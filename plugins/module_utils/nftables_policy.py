@@ -437,6 +437,50 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
     }, []
 
 
+def client_lockout_problem(policy, client, port=22, max_entries=DEFAULT_MAX_ENTRIES):
+    """Message when ``policy`` would drop a new SSH connection from ``client`` to tcp ``port`` ('' otherwise).
+
+    ``client`` is the controller's address as the host sees it (the first field
+    of SSH_CONNECTION), ``port`` the host's SSH port (its fourth field). The
+    policy keeps the session when some tcp ingress rule covers ``port`` for a
+    zone holding ``client``. An invalid policy returns '' (its own problems are
+    reported by :func:`policy_problems`).
+    """
+    try:
+        address = ipaddress.ip_address(str(client).strip())
+    except ValueError:
+        return (
+            f"protect_client: {client!r} is not an IP address: give the controller's address as the host sees it "
+            "(the first field of SSH_CONNECTION)."
+        )
+    parsed = parse_port_spec(port)
+    if parsed is None or parsed[0] != parsed[1]:
+        return f"protect_port: {port!r} is not a port: use the host's SSH port, a number from 1 to 65535."
+    port = parsed[0]
+    compiled, problems = compile_policy(policy, max_entries)
+    if problems:
+        return ""
+    zones_with_client = [zone for zone in ZONES if any(address in network for network in compiled["zones"][zone])]
+    for rule in compiled["ingress"]:
+        if rule["proto"] != "tcp" or rule["zone"] not in zones_with_client:
+            continue
+        if any(low <= port <= high for low, high in rule["ports"]):
+            return ""
+    host_prefix = address.max_prefixlen
+    admin = ", ".join(str(n) for n in compiled["zones"]["admin"]) or "nothing"
+    if zones_with_client:
+        where = (
+            f"{address} is in zones {', '.join(zones_with_client)}, but none of them has an ingress rule for tcp {port}"
+        )
+    else:
+        where = f"{address} is in no zone (zones.admin holds {admin})"
+    return (
+        f"this policy would lock out the controller: a new SSH connection from {address} to tcp port {port} "
+        f"would be dropped ({where}). Add {address}/{host_prefix} or a network holding it to zones.admin and keep "
+        f"an admin ingress rule for tcp {port}; nothing was applied."
+    )
+
+
 def policy_problems(policy, max_entries=DEFAULT_MAX_ENTRIES):
     """Messages for everything wrong with ``policy`` (empty when it is valid)."""
     return compile_policy(policy, max_entries)[1]

@@ -24,6 +24,7 @@ description:
   - Every drop path (input, output, forward, per-uid, invalid) logs at a limited rate and counts
     into a named counter (C(drop_input), C(drop_output), C(drop_forward), C(drop_uid),
     C(drop_invalid)) that probes can read.
+  - With O(protect_client), refuses a policy that would drop the controller's next SSH connection.
   - Does not persist the ruleset across reboots and does not roll back; the C(firewall) role does.
 author:
   - llm-enclave maintainers (@llm-enclave)
@@ -150,6 +151,20 @@ options:
     elements: str
     choices: [ipv4, ipv6]
     default: [ipv4, ipv6]
+  protect_client:
+    description:
+      - The address the controller connects from, as the host sees it (the first field of
+        C(SSH_CONNECTION)). When set, a policy under which a new SSH connection from this
+        address to O(protect_port) would be dropped is refused before anything runs, so a
+        run cannot lock out the session that makes it.
+      - The policy keeps the session when a tcp O(ingress) rule covering O(protect_port) belongs
+        to a zone holding this address (normally C(admin)).
+    type: str
+  protect_port:
+    description:
+      - The host's SSH port checked with O(protect_client) (the fourth field of C(SSH_CONNECTION)).
+    type: int
+    default: 22
   max_entries:
     description:
       - The most set elements (egress destination/port pairs, zone networks and uids) the
@@ -186,6 +201,13 @@ EXAMPLES = r"""
         owner: hospital-it
         reason: NTP
     deny_egress_uids: [vllm]
+
+- name: Refuse a policy that would lock out the controller's SSH session
+  enclave.llm.nftables_policy:
+    zones: {admin: [192.0.2.0/24]}
+    ingress: [{zone: admin, proto: tcp, ports: [22]}]
+    protect_client: "{{ ansible_facts.env.SSH_CONNECTION.split()[0] }}"
+    protect_port: "{{ ansible_facts.env.SSH_CONNECTION.split()[3] }}"
 
 - name: Show what would change without applying it
   enclave.llm.nftables_policy:
@@ -317,6 +339,12 @@ def run_present(module, runner, result, workdir):
     compiled, problems = lib.compile_policy(policy, module.params["max_entries"])
     if problems:
         module.fail_json(msg="invalid nftables policy: " + " ".join(problems), problems=problems, commands=[])
+    if module.params["protect_client"]:
+        lockout = lib.client_lockout_problem(
+            policy, module.params["protect_client"], module.params["protect_port"], module.params["max_entries"]
+        )
+        if lockout:
+            module.fail_json(msg=lockout, problems=[lockout], commands=[])
     rendered = lib.render_ruleset(policy, module.params["max_entries"])
     result["rendered"] = rendered
     result["elements"] = compiled["elements"]
@@ -406,6 +434,8 @@ def main():
             },
             "families": {"type": "list", "elements": "str", "choices": ["ipv4", "ipv6"], "default": ["ipv4", "ipv6"]},
             "max_entries": {"type": "int", "default": lib.DEFAULT_MAX_ENTRIES},
+            "protect_client": {"type": "str"},
+            "protect_port": {"type": "int", "default": 22},
         },
         supports_check_mode=True,
     )

@@ -354,6 +354,11 @@ def test_check_mode_reports_but_applies_nothing(lab):
             "egress[0].owner is missing",
             id="no-owner-reversed-range",
         ),
+        pytest.param(
+            {"protect_client": "198.51.100.1", "protect_port": 22},
+            "this policy would lock out the controller: a new SSH connection from 198.51.100.1 to tcp port 22",
+            id="controller-locked-out",
+        ),
     ],
 )
 def test_bad_policy_changes_nothing(lab, changes, message):

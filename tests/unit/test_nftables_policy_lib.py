@@ -448,3 +448,75 @@ def test_ruleset_diff():
         "+c",
     ]
     assert "+table inet enclave {" in lib.ruleset_diff("", "table inet enclave {\n}\n")
+
+
+@pytest.mark.parametrize(
+    ("client", "port", "changes"),
+    [
+        pytest.param("192.0.2.7", 22, {}, id="v4-admin"),
+        pytest.param("2001:db8:1::9", "22", {}, id="v6-admin-port-as-text"),
+        pytest.param(
+            "203.0.113.5",
+            2222,
+            {
+                "ingress": [
+                    {"zone": "admin", "proto": "tcp", "ports": [22]},
+                    {"zone": "clinical", "proto": "tcp", "ports": ["2000-3000"]},
+                ]
+            },
+            id="other-zone-with-a-range",
+        ),
+    ],
+)
+def test_client_kept_when_a_zone_holding_it_allows_the_ssh_port(client, port, changes):
+    assert lib.client_lockout_problem(good_policy(**changes), client, port) == ""
+
+
+@pytest.mark.parametrize(
+    ("client", "port", "changes", "expected"),
+    [
+        pytest.param(
+            "198.51.100.1",
+            22,
+            {},
+            "a new SSH connection from 198.51.100.1 to tcp port 22 would be dropped (198.51.100.1 is in no zone "
+            "(zones.admin holds 192.0.2.0/24, 2001:db8:1::/48)). Add 198.51.100.1/32",
+            id="outside-every-zone",
+        ),
+        pytest.param(
+            "192.0.2.7",
+            2222,
+            {},
+            "192.0.2.7 is in zones admin, but none of them has an ingress rule for tcp 2222",
+            id="ssh-port-not-open",
+        ),
+        pytest.param(
+            "192.0.2.7",
+            22,
+            {"ingress": [{"zone": "admin", "proto": "udp", "ports": [22]}]},
+            "none of them has an ingress rule for tcp 22",
+            id="udp-only",
+        ),
+        pytest.param(
+            "203.0.113.5",
+            22,
+            {},
+            "203.0.113.5 is in zones clinical, but none of them has an ingress rule for tcp 22",
+            id="clinical-client",
+        ),
+        pytest.param("2001:db8:2::1", 22, {}, "Add 2001:db8:2::1/128 or a network holding it", id="v6-outside"),
+        pytest.param(
+            "controller.example", 22, {}, "protect_client: 'controller.example' is not an IP address", id="name"
+        ),
+        pytest.param("192.0.2.7", 0, {}, "protect_port: 0 is not a port", id="port-zero"),
+        pytest.param("192.0.2.7", "22-23", {}, "protect_port: '22-23' is not a port", id="port-range"),
+    ],
+)
+def test_client_lockout_is_refused_with_the_fix(client, port, changes, expected):
+    message = lib.client_lockout_problem(good_policy(**changes), client, port)
+    assert expected in message
+    assert message.endswith("nothing was applied.") or message.startswith("protect_")
+
+
+def test_client_lockout_leaves_invalid_policies_to_policy_problems():
+    assert lib.client_lockout_problem(good_policy(zones={"admin": ["192.0.2.0/33"]}), "192.0.2.7") == ""
