@@ -1,0 +1,87 @@
+"""Listeners for tests/integration/test_egress_probe.py, run inside the peer namespace.
+
+    probe_peer.py LOG --tcp 8080,8081 --udp 7007 --dns 53
+
+Accepts TCP on every address (v4 and v6), echoes UDP datagrams, and answers DNS
+queries for A and AAAA with fixed documentation addresses. Each thing that
+arrives is appended to LOG, one line each (``tcp ADDRESS PORT``, ``udp PORT``,
+``dns NAME TYPE``), so a test can prove what reached this side and what did not.
+The DNS answer is built here by hand, independently of the module's own code.
+Prints ``ready`` once every socket listens; runs until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import socket
+import struct
+
+ANSWERS = {1: socket.inet_pton(socket.AF_INET, "203.0.113.53"), 28: socket.inet_pton(socket.AF_INET6, "2001:db8:2::53")}
+
+
+def dual_stack(kind, port):
+    sock = socket.socket(socket.AF_INET6, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(16)
+    return sock
+
+
+def dns_answer(query):
+    """``(reply, "NAME TYPE")`` for a one-question query; the answer points back at the question."""
+    ident, _flags, qdcount = struct.unpack("!HHH", query[:6])
+    if qdcount != 1:
+        return None, "bad"
+    offset, labels = 12, []
+    while query[offset]:
+        labels.append(query[offset + 1 : offset + 1 + query[offset]].decode("ascii", "replace"))
+        offset += 1 + query[offset]
+    question = query[12 : offset + 5]
+    qtype = struct.unpack("!H", query[offset + 1 : offset + 3])[0]
+    rdata = ANSWERS.get(qtype)
+    header = struct.pack("!HHHHHH", ident, 0x8180, 1, 1 if rdata else 0, 0, 0)
+    answer = struct.pack("!HHHIH", 0xC00C, qtype, 1, 60, len(rdata)) + rdata if rdata else b""
+    return header + question + answer, f"{'.'.join(labels)} {qtype}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("log")
+    parser.add_argument("--tcp", default="")
+    parser.add_argument("--udp", default="")
+    parser.add_argument("--dns", type=int)
+    args = parser.parse_args()
+    selector = selectors.DefaultSelector()
+    for port in filter(None, args.tcp.split(",")):
+        selector.register(dual_stack(socket.SOCK_STREAM, int(port)), selectors.EVENT_READ, "tcp")
+    for port in filter(None, args.udp.split(",")):
+        selector.register(dual_stack(socket.SOCK_DGRAM, int(port)), selectors.EVENT_READ, "udp")
+    if args.dns:
+        selector.register(dual_stack(socket.SOCK_DGRAM, args.dns), selectors.EVENT_READ, "dns")
+    print("ready", flush=True)
+    while True:
+        for key, _events in selector.select():
+            sock, kind = key.fileobj, key.data
+            if kind == "tcp":
+                conn, _peer = sock.accept()
+                line = f"tcp {conn.getsockname()[0].removeprefix('::ffff:')} {conn.getsockname()[1]}"
+                conn.close()
+            else:
+                data, peer = sock.recvfrom(65535)
+                if kind == "udp":
+                    sock.sendto(data, peer)
+                    line = f"udp {sock.getsockname()[1]}"
+                else:
+                    reply, what = dns_answer(data)
+                    if reply:
+                        sock.sendto(reply, peer)
+                    line = f"dns {what}"
+            with open(args.log, "a", encoding="utf-8") as log:
+                log.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
