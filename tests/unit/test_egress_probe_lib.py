@@ -385,3 +385,20 @@ def test_http_probe_reads_the_status_line():
     result = lib.probe(validated(address="127.0.0.1", proto="http", port=server.getsockname()[1]))
     assert result["verdict"] == "connected"
     assert result["detail"] == {"http_status": "HTTP/1.1 204 No Content"}
+
+
+def test_https_probe_to_a_plain_server_is_still_connected():
+    """Reachability is the question: a failed TLS handshake after the TCP one is detail, not a verdict."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer():
+        conn, _peer = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        conn.close()
+        server.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = lib.probe(validated(address="127.0.0.1", proto="https", port=server.getsockname()[1], timeout=1))
+    assert result["verdict"] == "connected"
+    assert result["detail"]["http_error"].startswith("SSL")
