@@ -27,6 +27,7 @@ $(COLLECTION_LINK):
 lab: deps
 	lab/up
 	ansible-playbook -i inventories/lab site.yml
+	@echo "lab provisioned; log in with: ssh -i .lab/ssh/id_ed25519 enclave-admin@198.51.100.20"
 
 lab-up: deps
 	lab/up
