@@ -1,8 +1,9 @@
 """Fixtures for the integration suite: a throwaway enclave host on the lab network.
 
 The suite never touches the lab's own enclave host (other suites recreate it):
-it starts its own container, ``enclave-test-preflight`` at 198.51.100.30, from
-the lab's host image, and removes it by name at the end. The lab network and
+it starts its own containers from the lab's host image (``enclave-test-preflight``
+at 198.51.100.30 here; the firewall tests start theirs with :func:`lab_target`)
+and removes them by name at the end. The lab network and
 mirror come from ``lab/up``, which is run first when they are missing.
 Needs root and podman, like the lab itself; skipped otherwise.
 """
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +84,10 @@ class Target:
         return hashlib.sha256(result.stdout.encode()).hexdigest()
 
     def run_preflight(self, *extra_args, timeout=240):
+        return self.run_playbook("preflight.yml", *extra_args, timeout=timeout)
+
+    def run_playbook(self, playbook, *extra_args, timeout=240):
+        """Run playbooks/PLAYBOOK against this host only; the result has ``command`` set."""
         env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
@@ -96,7 +102,7 @@ class Target:
             _ansible_bin("ansible-playbook"),
             "-i",
             str(self.inventory),
-            str(REPO / "playbooks" / "preflight.yml"),
+            str(REPO / "playbooks" / playbook),
             *extra_args,
         ]
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -104,8 +110,8 @@ class Target:
         return result
 
 
-@pytest.fixture(scope="session")
-def target(tmp_path_factory):
+def lab_prerequisites():
+    """Skip without root or podman; link the collection and start the lab when missing."""
     if os.geteuid() != 0:
         pytest.skip("the integration suite runs podman and the lab network as root")
     if shutil.which("podman") is None:
@@ -122,35 +128,69 @@ def target(tmp_path_factory):
     # directory is enough for the pip index to answer.
     (LAB_STATE / "mirror-data" / "wheelhouse").mkdir(parents=True, exist_ok=True)
 
-    podman("rm", "--force", "--ignore", TARGET_NAME)
+
+def wait_for_ssh(name, address, seconds=30):
+    """Wait until the lab key logs in to ``address`` as the admin user."""
+    ssh = [
+        "ssh",
+        "-i",
+        str(LAB_SSH_KEY),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=2",
+        f"{ADMIN_USER}@{address}",
+        "true",
+    ]
+    _wait(
+        f"cannot log in to {name} at {address} over SSH",
+        lambda: subprocess.run(ssh, capture_output=True, check=False).returncode == 0,
+        seconds,
+    )
+
+
+@contextmanager
+def lab_target(tmp_path_factory, name, address, label, run_args=()):
+    """Start container ``name`` at ``address`` from the lab's host image; yield a :class:`Target`.
+
+    ``run_args`` are more ``podman run`` options (capabilities, for example).
+    The container is removed by name afterwards.
+    """
+    lab_prerequisites()
+    podman("rm", "--force", "--ignore", name)
     podman(
         "run",
         "--detach",
         "--name",
-        TARGET_NAME,
+        name,
         "--hostname",
-        TARGET_NAME,
+        name,
         "--label",
-        TARGET_LABEL,
+        label,
         "--network",
         LAB_NETWORK,
         "--ip",
-        TARGET_ADDR,
+        address,
         "--systemd=always",
+        *run_args,
         TARGET_IMAGE,
     )
     try:
         _wait(
-            f"ssh did not start in {TARGET_NAME}",
-            lambda: (
-                podman("exec", TARGET_NAME, "systemctl", "is-active", "--quiet", "ssh", check=False).returncode == 0
-            ),
+            f"ssh did not start in {name}",
+            lambda: podman("exec", name, "systemctl", "is-active", "--quiet", "ssh", check=False).returncode == 0,
             60,
         )
         podman(
             "exec",
             "-i",
-            TARGET_NAME,
+            name,
             "install",
             "-m",
             "0600",
@@ -162,38 +202,23 @@ def target(tmp_path_factory):
             f"/home/{ADMIN_USER}/.ssh/authorized_keys",
             input=(LAB_SSH_KEY.with_suffix(".pub")).read_text(),
         )
-        ssh = [
-            "ssh",
-            "-i",
-            str(LAB_SSH_KEY),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=2",
-            f"{ADMIN_USER}@{TARGET_ADDR}",
-            "true",
-        ]
-        _wait(
-            f"cannot log in to {TARGET_NAME} at {TARGET_ADDR} over SSH",
-            lambda: subprocess.run(ssh, capture_output=True, check=False).returncode == 0,
-            30,
-        )
+        wait_for_ssh(name, address)
 
         # The lab inventory's group_vars, with this container as the only host.
         inventory = tmp_path_factory.mktemp("inventory")
         (inventory / "group_vars").symlink_to(REPO / "inventories" / "lab" / "group_vars")
         hosts = {
             "llm_servers": {
-                "hosts": {TARGET_NAME: {"ansible_host": TARGET_ADDR, "ansible_ssh_private_key_file": str(LAB_SSH_KEY)}}
+                "hosts": {name: {"ansible_host": address, "ansible_ssh_private_key_file": str(LAB_SSH_KEY)}}
             }
         }
         (inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
-        yield Target(TARGET_NAME, TARGET_ADDR, inventory, tmp_path_factory.mktemp("ssh-cp"))
+        yield Target(name, address, inventory, tmp_path_factory.mktemp("ssh-cp"))
     finally:
-        podman("rm", "--force", "--time", "5", "--ignore", TARGET_NAME, check=False)
+        podman("rm", "--force", "--time", "5", "--ignore", name, check=False)
+
+
+@pytest.fixture(scope="session")
+def target(tmp_path_factory):
+    with lab_target(tmp_path_factory, TARGET_NAME, TARGET_ADDR, TARGET_LABEL) as host:
+        yield host
