@@ -1,7 +1,7 @@
-"""The preflight role's README, defaults and argument spec agree.
+"""The roles' READMEs, defaults and argument specs agree (preflight, firewall).
 
 meta/argument_specs.yml is the source of truth: the README's variable table is
-rendered from it (run with PREFLIGHT_README_UPDATE=1 to rewrite the table), and
+rendered from it (run with PREFLIGHT_README_UPDATE=1 to rewrite the tables), and
 every public default must be declared there with the same value.
 """
 
@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "preflight"
+ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
+ROLES = ["preflight", "firewall"]
 BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
 END = "<!-- END VARIABLES -->"
 
 
-def _spec_options():
-    spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+def _spec_options(role):
+    spec = yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text())
     return spec["argument_specs"]["main"]["options"]
 
 
@@ -35,9 +36,9 @@ def _cell(value):
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def render_table():
+def render_table(role):
     rows = ["| Variable | Type | Required | Default | Description |", "| --- | --- | --- | --- | --- |"]
-    for name, option in _flatten(_spec_options()):
+    for name, option in _flatten(_spec_options(role)):
         kind = option.get("type", "str")
         if option.get("elements"):
             kind += f" of {option['elements']}"
@@ -53,28 +54,31 @@ def render_table():
     return "\n".join(rows) + "\n"
 
 
-def test_every_option_is_described():
-    undocumented = [name for name, option in _flatten(_spec_options()) if not option.get("description")]
+@pytest.mark.parametrize("role", ROLES)
+def test_every_option_is_described(role):
+    undocumented = [name for name, option in _flatten(_spec_options(role)) if not option.get("description")]
     assert undocumented == []
 
 
-def test_readme_table_is_generated_from_the_argument_spec():
-    readme_path = ROLE / "README.md"
+@pytest.mark.parametrize("role", ROLES)
+def test_readme_table_is_generated_from_the_argument_spec(role):
+    readme_path = ROLES_DIR / role / "README.md"
     readme = readme_path.read_text()
     assert BEGIN in readme, f"README.md needs the marker {BEGIN}"
     assert END in readme, f"README.md needs the marker {END}"
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    expected = f"{head}{BEGIN}\n{render_table()}{END}{tail}"
+    expected = f"{head}{BEGIN}\n{render_table(role)}{END}{tail}"
     if os.environ.get("PREFLIGHT_README_UPDATE") == "1":
         readme_path.write_text(expected)
     assert readme == expected, "README variable table is stale: rerun with PREFLIGHT_README_UPDATE=1"
 
 
-def test_public_defaults_match_the_argument_spec():
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    options = _spec_options()
-    declared = {name for name in options if name.startswith("preflight_")}
+@pytest.mark.parametrize("role", ROLES)
+def test_public_defaults_match_the_argument_spec(role):
+    defaults = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text())
+    options = _spec_options(role)
+    declared = {name for name in options if name.startswith(f"{role}_")}
     assert set(defaults) == declared
     for name, value in defaults.items():
         if value is None:
@@ -83,7 +87,11 @@ def test_public_defaults_match_the_argument_spec():
             assert options[name].get("default") == value, name
 
 
-@pytest.mark.parametrize("path", sorted((ROLE / "tasks").glob("*.yml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted(path for role in ROLES for path in (ROLES_DIR / role / "tasks").glob("*.yml")),
+    ids=lambda p: f"{p.parts[-3]}/{p.name}",
+)
 def test_task_files_open_with_inputs_and_outputs(path):
     lines = path.read_text().splitlines()
     assert lines[0] == "---"
