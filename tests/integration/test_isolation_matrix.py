@@ -24,7 +24,12 @@ results: one ``enclave.llm.egress_probe`` call per uid for the enclave's own egr
 (ingress, the container) or go through a relay, with the enclave's counter read here
 before and after. A blocked flow needs a blocked verdict, its drop counter moved and
 its listener's log unchanged; an open flow must connect and be seen by the listener.
-About 70 s. Needs root, ip, nft and setpriv; skipped otherwise.
+The SSH-forwarding flows use a small relay (matrix_relay.py) on the enclave's
+loopback rather than a real sshd: what the policy decides is the relay's outward
+connect as its uid, which is what sshd does for ``ssh -L`` as the login user. A
+remote forward (``ssh -R``) would be an inbound connection to a port the enclave
+opens; the ingress flows cover that path.
+About 65 s on 2 cores. Needs root, ip, nft and setpriv; skipped otherwise.
 """
 
 from __future__ import annotations
@@ -385,6 +390,8 @@ def matrix(tmp_path_factory):
             if not result.get("mismatched") and "failed" not in result:
                 break
         assert "failed" not in result, result.get("msg")
+        verdicts = {report["name"]: report["verdict"] for report in result["probes"]}
+        assert not result["mismatched"], f"without the policy these should connect: {verdicts}"
         applied = module("nftables_policy", POLICY, netns="enclave")
         assert "failed" not in applied, applied.get("msg")
         assert applied["changed"] is True
