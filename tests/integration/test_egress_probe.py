@@ -4,7 +4,7 @@ Topology (nothing leaves the two namespaces; documentation addresses only)::
 
     enc-probe-PID-host  192.0.2.1/24 2001:db8:2::1/64   probes run here; a small
           | veth                                        `inet enclave` table filters output
-    enc-probe-PID-peer  192.0.2.2/24 2001:db8:2::2/64   probe_peer.py: tcp 8080 8081 8084,
+    enc-probe-PID-peer  192.0.2.2/24 2001:db8:2::2/64   listeners.py: tcp 8080 8081 8084,
                                                         udp echo 7007 7009, dns 53
 
 The host namespace's table accepts tcp 8080/8082/8084, udp 53/7007/7008 and
@@ -29,7 +29,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTION_LINK = REPO / ".collections" / "ansible_collections" / "enclave" / "llm"
-PEER_SCRIPT = Path(__file__).with_name("probe_peer.py")
+PEER_SCRIPT = Path(__file__).resolve().parents[2] / "lab" / "canary" / "listeners.py"
 SUFFIX = str(os.getpid())
 HOST_NS = f"enc-probe-{SUFFIX}-host"
 PEER_NS = f"enc-probe-{SUFFIX}-peer"

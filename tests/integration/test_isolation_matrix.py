@@ -3,10 +3,10 @@
 Topology (network namespaces ``enc-mx-PID-ROLE``; documentation addresses only,
 nothing reaches the machine's own namespace)::
 
-    internet 203.0.113.80 2001:db8:3::80      probe_peer.py: tcp 22 53 80 123 443 8080,
+    internet 203.0.113.80 2001:db8:3::80      listeners.py: tcp 22 53 80 123 443 8080,
        | veth                                 udp 123 443, dns 53, echo (counted by a witness table)
     enclave  uplink 203.0.113.1 2001:db8:3::1 the host under test: `inet enclave` applied by
-             lan    192.0.2.1   2001:db8:4::1  enclave.llm.nftables_policy; probe_peer.py on
+             lan    192.0.2.1   2001:db8:4::1  enclave.llm.nftables_policy; listeners.py on
              ctr    192.0.2.129 2001:db8:5::1  tcp 22 443 8080, dns 53; forwarding on
        | veth                      | veth to the bridge namespace (bridge "hosp")
     container 192.0.2.130          mirror 192.0.2.10 (+ NTP)      clinical 192.0.2.20   admin 192.0.2.30
@@ -51,7 +51,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 COLLECTION_LINK = REPO / ".collections" / "ansible_collections" / "enclave" / "llm"
-PEER_SCRIPT = HERE / "probe_peer.py"
+PEER_SCRIPT = HERE.parents[1] / "lab" / "canary" / "listeners.py"
 RELAY_SCRIPT = HERE / "matrix_relay.py"
 MATRIX = yaml.safe_load((HERE / "isolation_matrix.yml").read_text())
 HOSTS = MATRIX["hosts"]

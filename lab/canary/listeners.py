@@ -1,6 +1,7 @@
-"""Listeners for tests/integration/test_egress_probe.py, run inside the peer namespace.
+"""Listeners for the hosts that probes aim at: the lab's canary container and
+the integration tests' peer namespaces.
 
-    probe_peer.py LOG --tcp 8080,8081 --udp 7007 --dns 53
+    listeners.py LOG --tcp 8080,8081 --udp 7007 --dns 53
 
 Accepts TCP on every address (v4 and v6), echoes UDP datagrams, and answers DNS
 queries for A and AAAA with fixed documentation addresses. Each thing that
