@@ -16,11 +16,9 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from enclave_host import REPO, inventory_name
 
 
 def pytest_addoption(parser):
@@ -41,12 +39,6 @@ def _inventory_host_vars(inventory: str, hostname: str) -> dict:
         cwd=REPO,
     ).stdout
     return json.loads(out)
-
-
-def inventory_name(host) -> str:
-    """The inventory hostname of a testinfra host, whatever its backend."""
-    backend = host.backend
-    return getattr(backend, "host", None) or backend.get_hostname()
 
 
 @pytest.fixture
