@@ -18,18 +18,24 @@ own ``netns``/``pid`` options. About 15 s. Needs root, nft and ip; skipped other
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from netns import (
+    CANARY_LISTENERS,
+    add_namespace,
+    delete_namespaces,
+    ensure_collection_link,
+    in_ns,
+    listener,
+    require_root,
+    run_module,
+    sh,
+    veth_pair,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-COLLECTION_LINK = REPO / ".collections" / "ansible_collections" / "enclave" / "llm"
-PEER_SCRIPT = Path(__file__).resolve().parents[2] / "lab" / "canary" / "listeners.py"
 SUFFIX = str(os.getpid())
 HOST_NS = f"enc-probe-{SUFFIX}-host"
 PEER_NS = f"enc-probe-{SUFFIX}-peer"
@@ -59,55 +65,9 @@ table inet enclave {
 """
 
 
-def sh(*argv, check=True, **kwargs):
-    return subprocess.run(argv, check=check, capture_output=True, text=True, **kwargs)
-
-
-def in_ns(ns, *argv, **kwargs):
-    return sh("ip", "netns", "exec", ns, *argv, **kwargs)
-
-
-def _delete_namespaces():
-    for ns in (HOST_NS, PEER_NS, MISSING_NS):
-        sh("ip", "netns", "del", ns, check=False)
-
-
-def _ansible_bin(name):
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
-
-
 def probe(*, netns_exec=None, check=False, **args):
     """Run enclave.llm.egress_probe (inside ``netns_exec`` via ip netns exec, else here); return its result."""
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_DEPRECATION_WARNINGS": "0",
-    }
-    command = [
-        _ansible_bin("ansible"),
-        "localhost",
-        "-c",
-        "local",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-        "-m",
-        "enclave.llm.egress_probe",
-        "-a",
-        json.dumps(args),
-    ]
-    if check:
-        command.append("--check")
-    if netns_exec:
-        command = ["ip", "netns", "exec", netns_exec, *command]
-    result = sh(*command, check=False, cwd=REPO, env=env, timeout=60)
-    try:
-        return json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        pytest.fail(f"ansible gave no result (rc {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return run_module("egress_probe", args, netns=netns_exec, extra=["--check"] if check else [])
 
 
 def by_name(result):
@@ -124,62 +84,25 @@ class Peer:
 
 @pytest.fixture(scope="module")
 def peer(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces, nftables and switching user need root")
-    for tool in ("nft", "ip"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if not COLLECTION_LINK.exists():
-        COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
-        if COLLECTION_LINK.is_symlink():
-            COLLECTION_LINK.unlink()
-        COLLECTION_LINK.symlink_to("../../..")
+    require_root("nft", "ip", reason="network namespaces, nftables and switching user need root")
+    ensure_collection_link()
 
     peer = Peer(tmp_path_factory.mktemp("probe") / "peer.log")
-    process = None
-    _delete_namespaces()
+    namespaces = (HOST_NS, PEER_NS, MISSING_NS)
+    delete_namespaces(namespaces)
     try:
-        sh("ip", "netns", "add", HOST_NS)
-        sh("ip", "netns", "add", PEER_NS)
-        sh(
-            "ip",
-            "link",
-            "add",
-            VETH_HOST,
-            "netns",
-            HOST_NS,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            VETH_PEER,
-            "netns",
-            PEER_NS,
+        add_namespace(HOST_NS)
+        add_namespace(PEER_NS)
+        veth_pair(
+            *(HOST_NS, VETH_HOST, ["192.0.2.1/24", "2001:db8:2::1/64"]),
+            *(PEER_NS, VETH_PEER, [f"{PEER_V4}/24", f"{PEER_V6}/64"]),
         )
-        for ns, dev, addresses in (
-            (HOST_NS, VETH_HOST, ["192.0.2.1/24", "2001:db8:2::1/64"]),
-            (PEER_NS, VETH_PEER, [f"{PEER_V4}/24", f"{PEER_V6}/64"]),
-        ):
-            in_ns(ns, "ip", "link", "set", "lo", "up")
-            for address in addresses:
-                in_ns(ns, "ip", "addr", "add", address, "dev", dev, *(["nodad"] if ":" in address else []))
-            in_ns(ns, "ip", "link", "set", dev, "up")
         in_ns(HOST_NS, "nft", "-f", "-", input=RULESET)
-        process = subprocess.Popen(
-            [
-                *("ip", "netns", "exec", PEER_NS, sys.executable, str(PEER_SCRIPT), str(peer.log)),
-                *("--tcp", "8080,8081,8084", "--udp", "7007,7009", "--dns", "53"),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout.readline().strip() == "ready"
-        yield peer
+        args = ("--tcp", "8080,8081,8084", "--udp", "7007,7009", "--dns", "53")
+        with listener(PEER_NS, [sys.executable, str(CANARY_LISTENERS), str(peer.log), *args]):
+            yield peer
     finally:
-        if process is not None:
-            process.kill()
-            process.wait(timeout=10)
-        _delete_namespaces()
+        delete_namespaces(namespaces)
 
 
 @pytest.fixture

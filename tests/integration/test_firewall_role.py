@@ -26,7 +26,7 @@ import time
 
 import pytest
 import yaml
-from conftest import LAB_NETWORK, LAB_SSH_KEY, TARGET_IMAGE, lab_target, podman, wait_for_ssh
+from lab_host import LAB_NETWORK, TARGET_IMAGE, lab_target, podman, ssh_command, wait_for_ssh, wait_until
 
 NAME = "enclave-test-firewall"
 ADDRESS = "198.51.100.31"
@@ -134,23 +134,7 @@ def connect(proto, host, port):
 
 
 def ssh_works(seconds=2):
-    command = [
-        "ssh",
-        "-i",
-        str(LAB_SSH_KEY),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        f"ConnectTimeout={seconds}",
-        f"enclave-admin@{ADDRESS}",
-        "true",
-    ]
+    command = ssh_command(ADDRESS, connect_timeout=seconds)
     return subprocess.run(command, capture_output=True, check=False, timeout=seconds + 10).returncode == 0
 
 
@@ -158,14 +142,6 @@ def seen(proto, port):
     """Lines the peer logged for ``proto``/``port`` from the host under test."""
     logs = podman("logs", PEER).stdout.splitlines()
     return sum(1 for line in logs if line.split() == [proto, str(port), ADDRESS])
-
-
-def wait_until(what, probe, seconds):
-    deadline = time.monotonic() + seconds
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {seconds} s")
-        time.sleep(1)
 
 
 def reboot(host):
@@ -178,6 +154,7 @@ def reboot(host):
         "the host did not finish booting",
         lambda: sh("systemctl", "is-system-running", "--wait", check=False).stdout.strip() in ("running", "degraded"),
         60,
+        interval=1,
     )
     wait_for_ssh(NAME, ADDRESS)
 
@@ -218,7 +195,9 @@ def host(tmp_path_factory):
             LISTENER,
         )
         try:
-            wait_until("the peer's listener did not start", lambda: "ready" in podman("logs", PEER).stdout, 30)
+            wait_until(
+                "the peer's listener did not start", lambda: "ready" in podman("logs", PEER).stdout, 30, interval=1
+            )
             fixture = Host(target, vars_file)
             # nftables comes from the mirror; the mirror may be restarting under
             # another suite, so its play gets a few tries.
@@ -271,6 +250,7 @@ def test_mirror_reachable_everything_else_dropped(host):
         "apt-get update through the mirror did not succeed",
         lambda: sh("apt-get", "update", check=False).returncode == 0,
         90,
+        interval=1,
     )
     # Same listener, two ports: the allowlisted one connects, the other is dropped.
     drops = counter("drop_output")
@@ -376,7 +356,7 @@ def test_unconfirmed_change_is_rolled_back(host, tmp_path):
     drops = counter("drop_input")
     assert not ssh_works(seconds=1)
     assert counter("drop_input") > drops
-    wait_until("the previous table was not restored", lambda: table_text() == before, 40)
+    wait_until("the previous table was not restored", lambda: table_text() == before, 40, interval=1)
     assert ssh_works()
     assert sh("cat", "/etc/nftables.d/enclave.nft").stdout == persisted
     journal = sh("journalctl", "-t", "enclave-firewall", "--no-pager", "-q").stdout

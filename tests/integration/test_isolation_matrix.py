@@ -38,20 +38,27 @@ import json
 import os
 import pwd
 import select
-import shutil
-import subprocess
 import sys
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from netns import (
+    CANARY_LISTENERS,
+    add_namespace,
+    delete_namespaces,
+    ensure_collection_link,
+    listener,
+    require_root,
+    run_module,
+    sh,
+    veth_pair,
+)
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-COLLECTION_LINK = REPO / ".collections" / "ansible_collections" / "enclave" / "llm"
-PEER_SCRIPT = HERE.parents[1] / "lab" / "canary" / "listeners.py"
 RELAY_SCRIPT = HERE / "matrix_relay.py"
 MATRIX = yaml.safe_load((HERE / "isolation_matrix.yml").read_text())
 HOSTS = MATRIX["hosts"]
@@ -119,37 +126,13 @@ POLICY = {
 }
 
 
-def sh(*argv, check=True, **kwargs):
-    return subprocess.run(argv, check=check, capture_output=True, text=True, **kwargs)
-
-
 def in_ns(role, *argv, **kwargs):
     return sh("ip", "netns", "exec", NS[role], *argv, **kwargs)
 
 
 def module(name, args, netns=None):
     """Run enclave.llm.NAME through ansible (inside role ``netns`` via ip netns exec); return its result."""
-    beside = Path(sys.executable).parent / "ansible"
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_DEPRECATION_WARNINGS": "0",
-    }
-    command = [
-        str(beside) if beside.exists() else (shutil.which("ansible") or "ansible"),
-        *("localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"),
-        *("-m", f"enclave.llm.{name}", "-a", json.dumps(args)),
-    ]
-    if netns:
-        command = ["ip", "netns", "exec", NS[netns], *command]
-    result = sh(*command, check=False, cwd=REPO, env=env, timeout=120)
-    try:
-        return json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        pytest.fail(f"ansible gave no result (rc {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return run_module(name, args, netns=NS[netns] if netns else None, timeout=120)
 
 
 def counter(name, role="enclave", table="enclave"):
@@ -206,16 +189,12 @@ class Outcome:
 class Topology:
     def __init__(self, log_dir):
         self.logs = {role: log_dir / f"{role}.log" for role in LISTENERS}
-        self.processes = []
+        self.processes = ExitStack()
         self.relays = {}
 
     # --- listeners ---------------------------------------------------------------
     def start(self, role, argv, user=None):
-        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user is not None else []
-        process = subprocess.Popen(["ip", "netns", "exec", NS[role], *prefix, *argv], stdout=subprocess.PIPE, text=True)
-        self.processes.append(process)
-        assert process.stdout.readline().strip() == "ready", argv
-        return process
+        return self.processes.enter_context(listener(NS[role], argv, user=user))
 
     def snapshot(self):
         seen = Counter()
@@ -237,43 +216,27 @@ class Topology:
     # --- building -----------------------------------------------------------------
     def build(self):
         for role in ROLES:
-            sh("ip", "netns", "add", NS[role])
-            in_ns(role, "ip", "link", "set", "lo", "up")
+            add_namespace(NS[role])
         in_ns("bridge", "ip", "link", "add", "hosp", "type", "bridge")
         in_ns("bridge", "ip", "link", "set", "hosp", "up")
         links = [
-            ("enclave", "eth-hosp", "bridge", "p-enclave"),
-            ("mirror", "eth0", "bridge", "p-mirror"),
-            ("clinical", "eth0", "bridge", "p-clinical"),
-            ("admin", "eth0", "bridge", "p-admin"),
-            ("enclave", "eth-inet", "internet", "eth0"),
-            ("enclave", "eth-ctr", "container", "eth0"),
+            ("enclave", "eth-hosp", ["192.0.2.1/25", "2001:db8:4::1/64"], "bridge", "p-enclave", []),
+            ("mirror", "eth0", ["192.0.2.10/25", "2001:db8:4::10/64"], "bridge", "p-mirror", []),
+            ("clinical", "eth0", ["192.0.2.20/25", "2001:db8:4::20/64"], "bridge", "p-clinical", []),
+            ("admin", "eth0", ["192.0.2.30/25", "2001:db8:4::30/64"], "bridge", "p-admin", []),
+            (
+                *("enclave", "eth-inet", ["203.0.113.1/24", "2001:db8:3::1/64"]),
+                *("internet", "eth0", ["203.0.113.80/24", "2001:db8:3::80/64"]),
+            ),
+            (
+                *("enclave", "eth-ctr", ["192.0.2.129/28", "2001:db8:5::1/64"]),
+                *("container", "eth0", ["192.0.2.130/28", "2001:db8:5::2/64"]),
+            ),
         ]
-        for one, one_dev, other, other_dev in links:
-            sh(
-                *("ip", "link", "add", one_dev, "netns", NS[one], "type", "veth"),
-                *("peer", "name", other_dev, "netns", NS[other]),
-            )
+        for one, one_dev, one_cidrs, other, other_dev, other_cidrs in links:
+            veth_pair(NS[one], one_dev, one_cidrs, NS[other], other_dev, other_cidrs)
             if other == "bridge":
                 in_ns("bridge", "ip", "link", "set", other_dev, "master", "hosp")
-        addresses = {
-            ("enclave", "eth-hosp"): ["192.0.2.1/25", "2001:db8:4::1/64"],
-            ("enclave", "eth-inet"): ["203.0.113.1/24", "2001:db8:3::1/64"],
-            ("enclave", "eth-ctr"): ["192.0.2.129/28", "2001:db8:5::1/64"],
-            ("mirror", "eth0"): ["192.0.2.10/25", "2001:db8:4::10/64"],
-            ("clinical", "eth0"): ["192.0.2.20/25", "2001:db8:4::20/64"],
-            ("admin", "eth0"): ["192.0.2.30/25", "2001:db8:4::30/64"],
-            ("internet", "eth0"): ["203.0.113.80/24", "2001:db8:3::80/64"],
-            ("container", "eth0"): ["192.0.2.130/28", "2001:db8:5::2/64"],
-            ("bridge", "p-enclave"): [],
-            ("bridge", "p-mirror"): [],
-            ("bridge", "p-clinical"): [],
-            ("bridge", "p-admin"): [],
-        }
-        for (role, dev), cidrs in addresses.items():
-            for cidr in cidrs:
-                in_ns(role, "ip", "addr", "add", cidr, "dev", dev, *(["nodad"] if ":" in cidr else []))
-            in_ns(role, "ip", "link", "set", dev, "up")
         routes = {
             "container": [["default", "via", "192.0.2.129"], ["-6", "default", "via", "2001:db8:5::1"]],
             "internet": [["192.0.2.128/28", "via", "203.0.113.1"], ["-6", "2001:db8:5::/64", "via", "2001:db8:3::1"]],
@@ -289,7 +252,7 @@ class Topology:
             in_ns("enclave", "sysctl", "-qw", setting)
         in_ns("internet", "nft", "-f", "-", input=WITNESS)
         for role, args in LISTENERS.items():
-            self.start(role, [sys.executable, str(PEER_SCRIPT), str(self.logs[role]), *args])
+            self.start(role, [sys.executable, str(CANARY_LISTENERS), str(self.logs[role]), *args])
         relays = {}
         for flow in FLOWS:
             if "relay" in flow:
@@ -300,11 +263,8 @@ class Topology:
             self.relays[uid] = self.start("enclave", ["/usr/bin/python3", str(RELAY_SCRIPT), *specs], user=uid)
 
     def close(self):
-        for process in self.processes:
-            process.kill()
-            process.wait(timeout=10)
-        for ns in NS.values():
-            sh("ip", "netns", "del", ns, check=False)
+        self.processes.close()
+        delete_namespaces(NS.values())
 
 
 BASELINE = [
@@ -366,20 +326,11 @@ def run_batch(topology, flows):
 
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces, nftables and switching user need root")
-    for tool in ("nft", "ip", "setpriv", "unshare"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if not COLLECTION_LINK.exists():
-        COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
-        if COLLECTION_LINK.is_symlink():
-            COLLECTION_LINK.unlink()
-        COLLECTION_LINK.symlink_to("../../..")
+    require_root("nft", "ip", "setpriv", "unshare", reason="network namespaces, nftables and switching user need root")
+    ensure_collection_link()
 
     topology = Topology(tmp_path_factory.mktemp("matrix"))
-    for ns in NS.values():
-        sh("ip", "netns", "del", ns, check=False)
+    delete_namespaces(NS.values())
     try:
         topology.build()
         # Without the policy every path the matrix closes is open; IPv6 neighbours

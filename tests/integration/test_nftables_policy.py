@@ -21,16 +21,22 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
+from contextlib import ExitStack
 
 import pytest
+from netns import (
+    add_namespace,
+    delete_namespaces,
+    ensure_collection_link,
+    in_ns,
+    listener,
+    require_root,
+    run_module,
+    veth_pair,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-COLLECTION_LINK = REPO / ".collections" / "ansible_collections" / "enclave" / "llm"
 SUFFIX = str(os.getpid())
 HOST_NS = f"enc-nft-host-{SUFFIX}"
 PEER_NS = f"enc-nft-peer-{SUFFIX}"
@@ -88,24 +94,6 @@ table inet othertable {
 """
 
 
-def sh(*argv, check=True, **kwargs):
-    return subprocess.run(argv, check=check, capture_output=True, text=True, **kwargs)
-
-
-def in_ns(ns, *argv, **kwargs):
-    return sh("ip", "netns", "exec", ns, *argv, **kwargs)
-
-
-def _delete_namespaces():
-    for ns in (HOST_NS, PEER_NS):
-        sh("ip", "netns", "del", ns, check=False)
-
-
-def _ansible_bin(name):
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
-
-
 def _without_counts(value):
     if isinstance(value, list):
         return [_without_counts(item) for item in value]
@@ -122,35 +110,7 @@ class Lab:
     # --- the module -----------------------------------------------------------
     def module(self, *, check=False, **args):
         """Run enclave.llm.nftables_policy in the host namespace; return its result dict."""
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_DEPRECATION_WARNINGS": "0",
-        }
-        command = [
-            _ansible_bin("ansible"),
-            "localhost",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-m",
-            "enclave.llm.nftables_policy",
-            "-a",
-            json.dumps(args),
-            "--diff",
-        ]
-        if check:
-            command.append("--check")
-        result = in_ns(HOST_NS, *command, check=False, cwd=REPO, env=env, timeout=60)
-        try:
-            report = json.loads(result.stdout)
-            return report["plays"][0]["tasks"][0]["hosts"]["localhost"]
-        except (ValueError, KeyError, IndexError):
-            pytest.fail(f"ansible gave no result (rc {result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return run_module("nftables_policy", args, netns=HOST_NS, extra=["--diff", *(["--check"] if check else [])])
 
     # --- state of the host namespace -------------------------------------------
     def nft(self, *args):
@@ -184,70 +144,34 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and nftables need root")
-    for tool in ("nft", "ip", "unshare", "setpriv"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    if not COLLECTION_LINK.exists():
-        COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
-        if COLLECTION_LINK.is_symlink():
-            COLLECTION_LINK.unlink()
-        COLLECTION_LINK.symlink_to("../../..")
+    require_root("nft", "ip", "unshare", "setpriv")
+    ensure_collection_link()
 
     lab = Lab(tmp_path_factory.mktemp("nft"))
-    listeners = []
-    _delete_namespaces()
+    namespaces = (HOST_NS, PEER_NS)
+    delete_namespaces(namespaces)
     try:
-        sh("ip", "netns", "add", HOST_NS)
-        sh("ip", "netns", "add", PEER_NS)
-        sh(
-            "ip",
-            "link",
-            "add",
-            VETH_HOST,
-            "netns",
-            HOST_NS,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            VETH_PEER,
-            "netns",
-            PEER_NS,
+        add_namespace(HOST_NS)
+        add_namespace(PEER_NS)
+        veth_pair(
+            *(HOST_NS, VETH_HOST, ["192.0.2.1/24", "2001:db8:1::1/64"]),
+            *(PEER_NS, VETH_PEER, ["192.0.2.2/24", "192.0.2.3/24", "2001:db8:1::2/64", "2001:db8:1::3/64"]),
         )
-        for ns, dev, addresses in (
-            (HOST_NS, VETH_HOST, ["192.0.2.1/24", "2001:db8:1::1/64"]),
-            (PEER_NS, VETH_PEER, ["192.0.2.2/24", "192.0.2.3/24", "2001:db8:1::2/64", "2001:db8:1::3/64"]),
-        ):
-            in_ns(ns, "ip", "link", "set", "lo", "up")
-            for address in addresses:
-                extra = ["nodad"] if ":" in address else []
-                in_ns(ns, "ip", "addr", "add", address, "dev", dev, *extra)
-            in_ns(ns, "ip", "link", "set", dev, "up")
-        for ns, log, ports in ((PEER_NS, lab.peer_log, [PORT]), (HOST_NS, lab.host_log, [22, 8081])):
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", ns, sys.executable, "-c", LISTENER, str(log), *map(str, ports)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            listeners.append(process)
-            assert process.stdout.readline().strip() == "ready"
-        # Without any ruleset every path is open: the baseline the policy must close.
-        deadline = time.monotonic() + 10
-        while lab.connect(HOST_NS, ALLOWED_V6) != "connected" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for address in (ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6):
-            assert lab.connect(HOST_NS, address) == "connected", address
-        assert lab.connect(PEER_NS, "192.0.2.1", 8081) == "connected"
-        lab.peer_log.unlink()
-        lab.host_log.unlink()
-        yield lab
+        with ExitStack() as listeners:
+            for ns, log, ports in ((PEER_NS, lab.peer_log, [PORT]), (HOST_NS, lab.host_log, [22, 8081])):
+                listeners.enter_context(listener(ns, [sys.executable, "-c", LISTENER, str(log), *map(str, ports)]))
+            # Without any ruleset every path is open: the baseline the policy must close.
+            deadline = time.monotonic() + 10
+            while lab.connect(HOST_NS, ALLOWED_V6) != "connected" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for address in (ALLOWED_V4, BLOCKED_V4, ALLOWED_V6, BLOCKED_V6):
+                assert lab.connect(HOST_NS, address) == "connected", address
+            assert lab.connect(PEER_NS, "192.0.2.1", 8081) == "connected"
+            lab.peer_log.unlink()
+            lab.host_log.unlink()
+            yield lab
     finally:
-        for process in listeners:
-            process.kill()
-            process.wait(timeout=10)
-        _delete_namespaces()
+        delete_namespaces(namespaces)
 
 
 def policy(**changes):
