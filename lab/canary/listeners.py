@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import selectors
+import signal
 import socket
 import struct
+import sys
 
 ANSWERS = {1: socket.inet_pton(socket.AF_INET, "203.0.113.53"), 28: socket.inet_pton(socket.AF_INET6, "2001:db8:2::53")}
 
@@ -55,6 +57,8 @@ def main():
     parser.add_argument("--udp", default="")
     parser.add_argument("--dns", type=int)
     args = parser.parse_args()
+    # As a container's first process nothing ends us on SIGTERM unless we say so.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     selector = selectors.DefaultSelector()
     for port in filter(None, args.tcp.split(",")):
         selector.register(dual_stack(socket.SOCK_STREAM, int(port)), selectors.EVENT_READ, "tcp")

@@ -43,15 +43,6 @@ def podman(*args, check=True, **kwargs):
     return subprocess.run(["podman", *args], env=_podman_env(), check=check, capture_output=True, text=True, **kwargs)
 
 
-def _lab_ready():
-    if not (LAB_STATE / "containers.conf").exists() or not LAB_SSH_KEY.exists():
-        return False
-    if podman("network", "exists", LAB_NETWORK, check=False).returncode != 0:
-        return False
-    running = podman("inspect", "--format", "{{.State.Running}}", LAB_MIRROR, check=False)
-    return running.stdout.strip() == "true"
-
-
 def wait_until(what, probe, seconds, interval=0.5):
     """Poll ``probe`` every ``interval`` s; fail the test with "WHAT within SECONDS s" when time runs out."""
     deadline = time.monotonic() + seconds
@@ -101,17 +92,15 @@ class Target:
 
 
 def lab_prerequisites():
-    """Skip without root or podman; link the collection and start the lab when missing."""
+    """Skip without root or podman; link the collection and bring the lab up (idempotent)."""
     if os.geteuid() != 0:
         pytest.skip("the integration suite runs podman and the lab network as root")
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (lab/install-deps or make deps installs it)")
     ensure_collection_link()
-    if not _lab_ready():
-        subprocess.run(["bash", str(REPO / "lab" / "up")], cwd=REPO, check=True)
-    # The mirror serves the wheelhouse from the lab state; an empty index
-    # directory is enough for the pip index to answer.
-    (LAB_STATE / "mirror-data" / "wheelhouse").mkdir(parents=True, exist_ok=True)
+    # lab/up leaves what already runs for this checkout as it is and takes over
+    # a lab that another checkout left running.
+    subprocess.run(["bash", str(REPO / "lab" / "up")], cwd=REPO, check=True)
 
 
 def ssh_command(address, connect_timeout=2):
