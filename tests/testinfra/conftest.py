@@ -4,7 +4,7 @@ The suites check the live state of a host and run against the lab and against
 real servers alike:
 
     pytest tests/testinfra --hosts=podman://enclave-lab-host          # the lab
-    pytest tests/testinfra --hosts=ansible://llm_servers \
+    pytest tests/testinfra --hosts=ansible://llm_servers --sudo \
         --ansible-inventory=inventories/site --enclave-inventory=inventories/site
 
 What a host should look like comes from the same inventory that provisioned it
