@@ -66,6 +66,8 @@ def main():
         selector.register(dual_stack(socket.SOCK_DGRAM, int(port)), selectors.EVENT_READ, "udp")
     if args.dns:
         selector.register(dual_stack(socket.SOCK_DGRAM, args.dns), selectors.EVENT_READ, "dns")
+    # The log exists from the start: an empty log means nothing arrived.
+    open(args.log, "a", encoding="utf-8").close()
     print("ready", flush=True)
     while True:
         for key, _events in selector.select():
