@@ -446,20 +446,34 @@ def client_lockout_problem(policy, client, port=22, max_entries=DEFAULT_MAX_ENTR
     zone holding ``client``. An invalid policy returns '' (its own problems are
     reported by :func:`policy_problems`).
     """
+    address, port, problem = parse_session(client, port)
+    if problem:
+        return problem
+    compiled, problems = compile_policy(policy, max_entries)
+    if problems:
+        return ""
+    return compiled_lockout_problem(compiled, address, port)
+
+
+def parse_session(client, port):
+    """``(address, port, problem)`` for the controller's address and the host's SSH port."""
     try:
         address = ipaddress.ip_address(str(client).strip())
     except ValueError:
         return (
+            None,
+            None,
             f"protect_client: {client!r} is not an IP address: give the controller's address as the host sees it "
-            "(the first field of SSH_CONNECTION)."
+            "(the first field of SSH_CONNECTION).",
         )
     parsed = parse_port_spec(port)
     if parsed is None or parsed[0] != parsed[1]:
-        return f"protect_port: {port!r} is not a port: use the host's SSH port, a number from 1 to 65535."
-    port = parsed[0]
-    compiled, problems = compile_policy(policy, max_entries)
-    if problems:
-        return ""
+        return None, None, f"protect_port: {port!r} is not a port: use the host's SSH port, a number from 1 to 65535."
+    return address, parsed[0], ""
+
+
+def compiled_lockout_problem(compiled, address, port):
+    """:func:`client_lockout_problem` for a compiled policy, a parsed address and a port number."""
     zones_with_client = [zone for zone in ZONES if any(address in network for network in compiled["zones"][zone])]
     for rule in compiled["ingress"]:
         if rule["proto"] != "tcp" or rule["zone"] not in zones_with_client:
@@ -533,6 +547,11 @@ def render_ruleset(policy, max_entries=DEFAULT_MAX_ENTRIES):
     compiled, problems = compile_policy(policy, max_entries)
     if problems:
         raise ValueError("invalid nftables policy:\n- " + "\n- ".join(problems))
+    return render_compiled(compiled)
+
+
+def render_compiled(compiled):
+    """:func:`render_ruleset` for a policy already compiled by :func:`compile_policy`."""
     log = compiled["log"]
     rate, unit = log["rate"].split("/")
 

@@ -340,12 +340,11 @@ def run_present(module, runner, result, workdir):
     if problems:
         module.fail_json(msg="invalid nftables policy: " + " ".join(problems), problems=problems, commands=[])
     if module.params["protect_client"]:
-        lockout = lib.client_lockout_problem(
-            policy, module.params["protect_client"], module.params["protect_port"], module.params["max_entries"]
-        )
+        address, port, lockout = lib.parse_session(module.params["protect_client"], module.params["protect_port"])
+        lockout = lockout or lib.compiled_lockout_problem(compiled, address, port)
         if lockout:
             module.fail_json(msg=lockout, problems=[lockout], commands=[])
-    rendered = lib.render_ruleset(policy, module.params["max_entries"])
+    rendered = lib.render_compiled(compiled)
     result["rendered"] = rendered
     result["elements"] = compiled["elements"]
     path = os.path.join(workdir, "enclave.nft")
