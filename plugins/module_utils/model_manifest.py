@@ -50,7 +50,7 @@ MANIFEST_KEYS = ("format_version", "name", "repository", "revision", "licence", 
 FILE_KEYS = ("path", "size", "sha256", "sha256_source")
 STAT_KEYS = ("size", "mtime_ns", "ctime_ns", "ino", "dev")
 
-DEFAULT_BUFFER_SIZE = 4 << 20
+DEFAULT_BUFFER_SIZE = 8 << 20
 # Below this size a file is read, not mapped: mapping costs more than copying.
 MMAP_MIN_SIZE = 1 << 20
 # Pages asked for ahead of the hashing position (MADV_WILLNEED), so a cold disk

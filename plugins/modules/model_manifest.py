@@ -22,8 +22,10 @@ description:
     only the creation time would change. Hashes the publisher lists (O(publisher_sha256)) must match
     the files; those files are marked C(publisher), the others C(mirror).
   - Files are hashed in parallel, one file per worker thread (one worker per CPU by default), biggest
-    first, in 4 MiB reads with the kernel reading ahead; hashlib releases the GIL while it hashes,
-    so the threads keep every core busy.
+    first; hashlib releases the GIL while it hashes, so the threads keep every core busy. Each file is
+    mapped read-only under a read lease and hashed in 8 MiB slices with the kernel reading ahead (a file
+    that cannot be leased is read instead); another process that opens a file for writing while it is
+    hashed makes it C(unreadable), never crashes the module.
   - A detached OpenPGP signature C(manifest.json.sig) is checked with C(gpg --verify) against the
     keyring files given, in a throwaway gpg home directory (O(signature)).
 author:
