@@ -16,7 +16,12 @@ LAB_HOST_NAME=enclave-lab-host
 LAB_HOST_ADDR=198.51.100.20
 LAB_ADMIN_USER=enclave-admin
 LAB_SSH_KEY=$LAB_STATE/ssh/id_ed25519
+LAB_SIGNING_PUBKEY=$LAB_STATE/signing/container-signing.gpg
 LAB_LABEL=io.enclave.lab=1
+# The registry's contents (lab/publish-images) and the key that signs them.
+LAB_WORKLOAD_REPO=enclave/workload
+LAB_UNSIGNED_REPO=enclave/unsigned-workload
+LAB_SIGNING_UID="enclave lab image signing <image-signing@lab.enclave.invalid>"
 
 mkdir -p "$LAB_STATE"
 
