@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
-ROLES = ["preflight", "firewall"]
+ROLES = ["preflight", "firewall", "podman_rootless"]
 BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
 END = "<!-- END VARIABLES -->"
 
