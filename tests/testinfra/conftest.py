@@ -27,6 +27,16 @@ def pytest_addoption(parser):
         default=str(REPO / "inventories" / "lab"),
         help="inventory that provisioned the hosts under test (default: the lab)",
     )
+    parser.addoption(
+        "--enclave-accepted-image",
+        default="{registry}/enclave/workload:1",
+        help="an image in the internal registry that the policy accepts ({registry} is the inventory's registry)",
+    )
+    parser.addoption(
+        "--enclave-unsigned-image",
+        default="{registry}/enclave/unsigned-workload:1",
+        help="an image in the internal registry without a signature ({registry} as above)",
+    )
 
 
 @functools.cache
