@@ -1,4 +1,4 @@
-"""The roles' READMEs, defaults and argument specs agree (preflight, firewall).
+"""The roles' READMEs, defaults and argument specs agree.
 
 meta/argument_specs.yml is the source of truth: the README's variable table is
 rendered from it (run with PREFLIGHT_README_UPDATE=1 to rewrite the tables), and
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
-ROLES = ["preflight", "firewall", "podman_rootless"]
+ROLES = ["preflight", "firewall", "podman_rootless", "nvidia_gpu"]
 BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
 END = "<!-- END VARIABLES -->"
 
