@@ -52,7 +52,10 @@ TEST_VARS = {
             "owner": "integration-test",
             "reason": "allowed control target of the egress tests",
         }
-    ]
+    ],
+    # The lab's service account comes from podman_rootless, which this suite
+    # does not run; nobody stands in as the user denied all egress.
+    "firewall_deny_egress_users": ["nobody"],
 }
 # An admin zone that does not hold the controller (198.51.100.1).
 FOREIGN_ADMIN = {"enclave_zones": {"admin": ["192.0.2.0/24"], "clinical": ["203.0.113.0/24"], "cluster": []}}
