@@ -5,7 +5,6 @@
 ``enclave.llm.subid_plan``             /etc/subuid text | subid_plan(user, uid, start, count, kind) -> plan
 ``enclave.llm.registry_problems``      registry | registry_problems(blocked, insecure, profile, trust, keys, lookaside)
 ``enclave.llm.containers_policy``      registry | containers_policy(trust, key_paths, local_scopes) -> policy.json
-``enclave.llm.containers_policy_problems``  document | containers_policy_problems(registry, local_scopes) -> messages
 ``enclave.llm.image_problems``         images | image_problems(trust, profile) -> messages
 """
 
@@ -30,10 +29,6 @@ def containers_policy(registry, trust, key_paths, local_scopes=None):
     return lib.policy_document(registry, trust, key_paths, local_scopes)
 
 
-def containers_policy_problems(document, registry, local_scopes=None):
-    return lib.policy_problems(document, registry, local_scopes)
-
-
 def image_problems(images, trust, profile):
     return lib.image_problems(images, trust, profile)
 
@@ -46,6 +41,5 @@ class FilterModule:
             "subid_plan": subid_plan,
             "registry_problems": registry_problems,
             "containers_policy": containers_policy,
-            "containers_policy_problems": containers_policy_problems,
             "image_problems": image_problems,
         }

@@ -144,22 +144,6 @@ def policy_document(registry, trust, key_paths, local_scopes=None):
     return {"default": [{"type": "reject"}], "transports": transports}
 
 
-def policy_problems(document, registry, local_scopes=None):
-    """Reasons a policy document would accept more than the internal registry (empty when fine)."""
-    allowed = {("docker", registry)} | set((local_scopes or {}).items())
-    problems = []
-    if document.get("default") != [{"type": "reject"}]:
-        problems.append("the default requirement is not a lone 'reject'")
-    for transport, scopes in (document.get("transports") or {}).items():
-        for scope, requirements in scopes.items():
-            accepts = any(r.get("type") != "reject" for r in requirements)
-            if accepts and (transport, scope) not in allowed:
-                problems.append(f"transport {transport!r} scope {scope!r} accepts images; only {registry!r} may")
-            if transport != "docker" and not scope:
-                problems.append(f"transport {transport!r} accepts images from anywhere (empty scope)")
-    return problems
-
-
 def image_problems(images, trust, profile):
     """Reasons the list of images to hand to the account cannot be used (empty when fine)."""
     problems = []
