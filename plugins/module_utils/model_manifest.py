@@ -737,18 +737,7 @@ def write_cache(cache_path, store, files):
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(folder, 0o700)
     data = {"format_version": CACHE_FORMAT_VERSION, "store": store, "files": files}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, cache_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+    write_atomic(cache_path, json.dumps(data, sort_keys=True), mode=0o600)
     return ""
 
 
