@@ -50,23 +50,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from collection_lib import module_utils
+
 REPO = Path(__file__).resolve().parents[1]
-COLLECTIONS = REPO / ".collections"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 GIB = 1 << 30
 MIB = 1 << 20
 GOALS = {"vs_sha256sum": 10.0, "of_limit": 0.75, "incremental_speedup": 50.0}
-
-
-def _lib():
-    link = COLLECTIONS / "ansible_collections" / "enclave" / "llm"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to("../../..")
-    sys.path.insert(0, str(COLLECTIONS))
-    from ansible_collections.enclave.llm.plugins.module_utils import model_manifest
-
-    return model_manifest
 
 
 def mem_available() -> int:
@@ -429,7 +419,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
-    figures = measure(args, _lib())
+    figures = measure(args, module_utils("model_manifest"))
     summary = summarise(figures)
     text, ok = report(figures, summary)
     print(text)

@@ -30,20 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from collection_lib import module_utils
+
 REPO = Path(__file__).resolve().parents[1]
-COLLECTIONS = REPO / ".collections"
 NAMESPACE = f"enc-bench-{os.getpid()}"
-
-
-def _lib():
-    link = COLLECTIONS / "ansible_collections" / "enclave" / "llm"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to("../../..")
-    sys.path.insert(0, str(COLLECTIONS))
-    from ansible_collections.enclave.llm.plugins.module_utils import nftables_policy
-
-    return nftables_policy
 
 
 def nft(*args: str, stdin: str | None = None) -> str:
@@ -139,7 +129,7 @@ def reset() -> None:
 
 
 def measure(sizes: list[int], repeat: int, naive_limit: int) -> list[dict]:
-    lib = _lib()
+    lib = module_utils("nftables_policy")
     rows = []
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as tmp:
         workdir = Path(tmp)
