@@ -14,6 +14,17 @@ LAB_CANARY_NAME=enclave-lab-canary
 LAB_CANARY_ADDR=198.51.100.99
 LAB_HOST_NAME=enclave-lab-host
 LAB_HOST_ADDR=198.51.100.20
+# The clinical network: where the hospital's applications call the inference
+# API. The enclave host has its second interface there; the clinic container
+# stands for a clinical application server. Only the upper quarter of the
+# documentation range: a bridge route for all of it would shadow any machine
+# address in the rest of it (lab/up refuses such an overlap).
+LAB_CLINICAL_NETWORK=enclave-lab-clinical
+LAB_CLINICAL_SUBNET=203.0.113.192/26
+LAB_CLINICAL_GATEWAY=203.0.113.193
+LAB_HOST_CLINICAL_ADDR=203.0.113.200
+LAB_CLINIC_NAME=enclave-lab-clinic
+LAB_CLINIC_ADDR=203.0.113.210
 LAB_ADMIN_USER=enclave-admin
 LAB_SSH_KEY=$LAB_STATE/ssh/id_ed25519
 LAB_SIGNING_PUBKEY=$LAB_STATE/signing/container-signing.gpg
