@@ -1,0 +1,49 @@
+# Copyright: llm-enclave maintainers
+# Apache License 2.0 (see galaxy.yml)
+"""Filters used by the model_store role; the logic lives in module_utils/model_store.py.
+
+``enclave.llm.model_store_plan``        profile | model_store_plan(extra, revision, root) -> paths
+``enclave.llm.model_store_problems``    profile | model_store_problems(extra, revision, root, url, signature,
+                                        keyring, keep) -> messages
+``enclave.llm.model_store_prune``       find's files | model_store_prune(current, keep) -> paths to remove
+``enclave.llm.model_folder_name``       'deepseek-ai/DeepSeek-R1' | model_folder_name -> 'deepseek-r1'
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.enclave.llm.plugins.module_utils import model_store as lib
+
+
+def model_store_plan(profile, extra, revision, root):
+    try:
+        return lib.store_plan(profile, extra, revision, root)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+def model_store_problems(profile, extra, revision, root, mirror_url, signature, keyring, keep):
+    return lib.settings_problems(profile, extra, revision, root, mirror_url, signature, keyring, keep)
+
+
+def model_store_prune(files, current, keep):
+    return lib.revisions_to_remove(files, current, keep)
+
+
+def model_folder_name(model):
+    try:
+        return lib.folder_name(model)
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
+
+
+class FilterModule:
+    """model_store filters."""
+
+    def filters(self):
+        return {
+            "model_store_plan": model_store_plan,
+            "model_store_problems": model_store_problems,
+            "model_store_prune": model_store_prune,
+            "model_folder_name": model_folder_name,
+        }
