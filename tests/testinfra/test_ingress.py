@@ -1,0 +1,250 @@
+"""ingress: the live TLS endpoint as a clinical application sees it.
+
+Requests come from a clinical client (the lab's clinic container, reached with
+``podman exec``; ENCLAVE_CLINIC_CONTAINER names another one), with the client
+applications' keys lab/make-tls made (ENCLAVE_INGRESS_KEY_DIR). What the host
+should serve comes from the inventory that provisioned it.
+
+    pytest tests/testinfra/test_ingress.py --hosts=podman://enclave-lab-host
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from enclave_host import REPO
+
+CLINIC = os.environ.get("ENCLAVE_CLINIC_CONTAINER", "enclave-lab-clinic")
+LAB_STATE = Path(os.environ.get("ENCLAVE_LAB_STATE", REPO / ".lab"))
+KEY_DIR = Path(os.environ.get("ENCLAVE_INGRESS_KEY_DIR", LAB_STATE / "ingress" / "clients"))
+# An address outside the clinical zone that this machine holds: the lab
+# bridge's gateway, the admin zone's only member.
+NON_CLINICAL_SOURCE = os.environ.get("ENCLAVE_NON_CLINICAL_SOURCE", "198.51.100.1")
+NOT_ALLOWLISTED = ["/tokenize", "/detokenize", "/metrics", "/v1/embeddings", "/docs", "/openapi.json", "/pooling"]
+
+# Runs inside the clinic container with only the standard library: every call
+# in the JSON list on stdin, one JSON result per call on stdout.
+CLIENT = r"""
+import http.client, json, socket, ssl, sys
+
+def context(version=None, seclevel0=False):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # The certificate's checks are the role's (validate.yml); here the
+    # protocol and the answers are under test.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if seclevel0:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    if version:
+        ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    return ctx
+
+def call(c, address, port):
+    if c.get("plain"):
+        with socket.create_connection((address, port), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                return {"received": s.recv(4096).decode("latin-1")}
+            except OSError as exc:
+                return {"received": "", "error": str(exc)}
+    if c.get("handshake"):
+        try:
+            with context(c["handshake"], True).wrap_socket(socket.create_connection((address, port), timeout=5)) as t:
+                return {"version": t.version()}
+        except (ssl.SSLError, OSError) as exc:
+            return {"version": None, "error": str(exc)}
+    conn = http.client.HTTPSConnection(address, port, context=context(), timeout=60)
+    results = []
+    for _ in range(c.get("repeat", 1)):
+        headers = {"Authorization": "Bearer " + c["key"]} if c.get("key") else {}
+        body = c.get("body")
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(c.get("method", "GET"), c["path"], body=body, headers=headers)
+        r = conn.getresponse()
+        results.append({"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
+                        "body": r.read().decode("utf-8", "replace")})
+    conn.close()
+    return results[0] if c.get("repeat", 1) == 1 else {"statuses": [x["status"] for x in results]}
+
+address, port, calls = json.load(sys.stdin)
+print(json.dumps([call(c, address, port) for c in calls]))
+"""
+
+
+@pytest.fixture
+def endpoint(enclave_vars):
+    if shutil.which("podman") is None or subprocess.run(
+        ["podman", "container", "exists", CLINIC], check=False, env=_podman_env()
+    ).returncode:
+        pytest.skip(f"no clinical client container {CLINIC} on this machine")
+    return enclave_vars["ingress_listen_address"], int(enclave_vars.get("ingress_port", 443))
+
+
+@pytest.fixture(scope="module")
+def keys():
+    found = {p.stem: p.read_text().strip() for p in KEY_DIR.glob("*.key")}
+    if len(found) < 2:
+        pytest.skip(f"two client keys are needed under {KEY_DIR} (lab/make-tls makes them)")
+    return found
+
+
+def _podman_env():
+    conf = LAB_STATE / "containers.conf"
+    return {**os.environ, **({"CONTAINERS_CONF": str(conf)} if conf.exists() else {})}
+
+
+def clinic(endpoint, *calls):
+    """Run ``calls`` from the clinical client; one result per call."""
+    completed = subprocess.run(
+        ["podman", "exec", "-i", CLINIC, "python3", "-c", CLIENT],
+        input=json.dumps([*endpoint, list(calls)]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_podman_env(),
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout)
+
+
+def test_tls_below_1_2_is_refused_and_1_2_and_1_3_are_accepted(endpoint):
+    old, v12, v13 = clinic(endpoint, {"handshake": "TLSv1_1"}, {"handshake": "TLSv1_2"}, {"handshake": "TLSv1_3"})
+    assert old["version"] is None
+    assert "protocol version" in old["error"] or "unsupported protocol" in old["error"], old
+    assert v12["version"] == "TLSv1.2"
+    assert v13["version"] == "TLSv1.3"
+
+
+def test_missing_and_wrong_keys_get_a_json_401(endpoint, keys):
+    wrong = "x" * 64
+    valid = next(iter(keys.values()))
+    for answer in clinic(
+        endpoint,
+        {"path": "/v1/models"},
+        {"path": "/v1/models", "key": wrong},
+        {"path": "/v1/chat/completions", "method": "POST", "key": valid[:-1], "body": "{}"},
+        {"path": "/tokenize", "method": "POST", "body": "{}"},
+    ):
+        assert answer["status"] == 401, answer
+        assert json.loads(answer["body"])["error"]["type"] == "unauthorized"
+
+
+def test_valid_key_reaches_vllm(host, endpoint, keys):
+    (answer,) = clinic(endpoint, {"path": "/v1/models", "key": keys["clinic-app"]})
+    assert answer["status"] != 401, answer
+    if not host.socket(f"unix://{_socket_path(host)}").is_listening:
+        pytest.fail(f"vLLM does not listen on {_socket_path(host)}: the ingress answered {answer['status']}")
+    assert answer["status"] == 200, answer
+    assert json.loads(answer["body"])["object"] == "list"
+
+
+def _socket_path(host):
+    config = host.file("/etc/nginx/nginx.conf").content_string
+    return config.split("server unix:", 1)[1].split(";", 1)[0]
+
+
+@pytest.mark.parametrize("path", NOT_ALLOWLISTED)
+def test_routes_outside_the_allowlist_are_404_for_a_valid_client(endpoint, keys, path):
+    get, post = clinic(
+        endpoint,
+        {"path": path, "key": keys["clinic-app"]},
+        {"path": path, "method": "POST", "key": keys["clinic-app"], "body": "{}"},
+    )
+    for answer in (get, post):
+        assert answer["status"] == 404, answer
+        assert json.loads(answer["body"])["error"]["type"] == "not_found"
+
+
+def test_plain_http_on_the_tls_port_gets_no_answer(endpoint, keys):
+    plain, control = clinic(endpoint, {"plain": True}, {"path": "/v1/models"})
+    assert plain["received"] == "", plain
+    assert control["status"] == 401
+
+
+def test_nginx_listens_on_the_clinical_address_only(host, endpoint):
+    address, port = endpoint
+    listeners = host.check_output("ss -Hltnp")
+    nginx = sorted({line.split()[3] for line in listeners.splitlines() if '"nginx"' in line})
+    assert nginx == [f"{address}:{port}"], listeners
+    assert not [line for line in listeners.splitlines() if line.split()[3].endswith(":80")], listeners
+
+
+def test_security_headers_on_every_answer(endpoint, keys):
+    for answer in clinic(endpoint, {"path": "/v1/models"}, {"path": "/docs", "key": keys["clinic-app"]}):
+        headers = answer["headers"]
+        assert headers["strict-transport-security"].startswith("max-age=")
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
+        assert headers["server"] == "nginx", "the version must not show"
+
+
+def test_logs_hold_no_query_string_body_or_key(host, endpoint, keys):
+    marker = f"phi-marker-{uuid.uuid4().hex}"
+    body = json.dumps({"model": "x", "messages": [{"role": "user", "content": marker}], "max_tokens": 1})
+    answers = clinic(
+        endpoint,
+        {"path": f"/v1/models?patient={marker}", "key": keys["clinic-app"]},
+        {"path": "/v1/chat/completions", "method": "POST", "key": keys["clinic-app"], "body": body},
+        {"path": f"/{marker}", "key": keys["clinic-app"]},
+    )
+    assert answers[0]["status"] == 400, "a query string must be refused"
+    logs = host.check_output("cat /var/log/nginx/enclave-access.log /var/log/nginx/error.log")
+    mine = [line for line in logs.splitlines() if '"client":"clinic-app"' in line]
+    assert mine, "the access log names no client"
+    assert f"?patient={marker}" not in logs
+    assert f"patient={marker}" not in logs
+    assert marker not in logs.replace(f'"uri":"/{marker}"', ""), "the body or the query reached a log"
+    for key in keys.values():
+        assert key not in logs
+
+
+def test_rate_limit_is_per_application(endpoint, keys, enclave_vars):
+    burst = int(enclave_vars.get("ingress_rate_burst", 20))
+    # Let the bucket drain from the earlier tests first.
+    time.sleep(burst)
+    limited, other = clinic(
+        endpoint,
+        {"path": "/health", "key": keys["triage-app"], "repeat": burst + 10},
+        {"path": "/health", "key": keys["clinic-app"]},
+    )
+    assert 429 in limited["statuses"], limited
+    assert 429 not in limited["statuses"][: burst + 1], limited
+    assert other["status"] != 429, "another application's requests were limited too"
+
+
+def _drop_input(host):
+    counter = json.loads(host.check_output("nft -j list counter inet enclave drop_input"))
+    (entry,) = [c["counter"] for c in counter["nftables"] if "counter" in c]
+    return entry["packets"]
+
+
+def test_non_clinical_source_is_dropped_by_the_firewall(host, endpoint, enclave_vars):
+    # From the admin zone to the host's admin address: port 443 is open to the
+    # clinical zone only. (In the lab, traffic routed from the lab network
+    # onto the clinical bridge is masqueraded to the bridge's gateway, so a
+    # non-clinical source can only be shown on the host's other address.)
+    admin_address = enclave_vars.get("ansible_host")
+    if not admin_address or admin_address == endpoint[0]:
+        pytest.skip("the host has no address outside the clinical network in the inventory")
+    before = _drop_input(host)
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        try:
+            sock.bind((NON_CLINICAL_SOURCE, 0))
+        except OSError:
+            pytest.skip(f"this machine does not hold {NON_CLINICAL_SOURCE}")
+        with pytest.raises(TimeoutError):
+            sock.connect((admin_address, endpoint[1]))
+    assert _drop_input(host) > before, "drop_input did not move: the connection was not dropped by the firewall"
+    (control,) = clinic(endpoint, {"path": "/v1/models"})
+    assert control["status"] == 401, "the clinical client must still connect"
