@@ -93,7 +93,7 @@ def client_problems(clients):
             problems.append(
                 f"{where} ({name}): key_sha256 must be the 64 lowercase hex digits of the key's SHA-256, "
                 f"got {len(digest)} characters; never the key itself "
-                "(printf %s \"$KEY\" | sha256sum)"
+                '(printf %s "$KEY" | sha256sum)'
             )
         elif digest in hashes:
             problems.append(
@@ -167,8 +167,7 @@ def api_key_problems(key, variable="vllm_api_key"):
     length = len(str(key).encode())
     if length < MIN_API_KEY_BYTES:
         return [
-            f"{variable} is {length} bytes; use at least {MIN_API_KEY_BYTES} random bytes "
-            "(openssl rand -base64 48)"
+            f"{variable} is {length} bytes; use at least {MIN_API_KEY_BYTES} random bytes (openssl rand -base64 48)"
         ]
     if any(c.isspace() or c in "\"'\\;{}$" for c in str(key)):
         return [f"{variable} contains whitespace or one of \"'\\;{{}}$; use a base64 or hex key"]
@@ -186,7 +185,7 @@ def certificate_report(cert_pem, key_pem, server_name, warn_days=30, now=None, v
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     report = {"problems": [], "warnings": [], "not_after": ""}
     try:
         chain = x509.load_pem_x509_certificates(_bytes(cert_pem))
@@ -197,7 +196,8 @@ def certificate_report(cert_pem, key_pem, server_name, warn_days=30, now=None, v
     try:
         key = serialization.load_pem_private_key(_bytes(key_pem), password=None)
     except (ValueError, TypeError) as exc:
-        report["problems"].append(f"{variable.replace('certificate', 'key')}: not an unencrypted PEM private key ({exc})")
+        key_variable = variable.replace("certificate", "key")
+        report["problems"].append(f"{key_variable}: not an unencrypted PEM private key ({exc})")
         key = None
     if key is not None and _public_bytes(key.public_key()) != _public_bytes(cert.public_key()):
         report["problems"].append(

@@ -82,9 +82,10 @@ print(json.dumps([call(c, address, port) for c in calls]))
 
 @pytest.fixture
 def endpoint(enclave_vars):
-    if shutil.which("podman") is None or subprocess.run(
-        ["podman", "container", "exists", CLINIC], check=False, env=_podman_env()
-    ).returncode:
+    if (
+        shutil.which("podman") is None
+        or subprocess.run(["podman", "container", "exists", CLINIC], check=False, env=_podman_env()).returncode
+    ):
         pytest.skip(f"no clinical client container {CLINIC} on this machine")
     return enclave_vars["ingress_listen_address"], int(enclave_vars.get("ingress_port", 443))
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 DAY = datetime.timedelta(days=1)
 
 
@@ -27,9 +27,7 @@ def key_pem(key):
 
 
 def cert_pem(key, sans=("DNS:llm.lab.enclave.invalid", "IP:203.0.113.20"), start=NOW - DAY, end=NOW + 365 * DAY):
-    names = [
-        x509.IPAddress(ipaddress.ip_address(v[3:])) if v.startswith("IP:") else x509.DNSName(v[4:]) for v in sans
-    ]
+    names = [x509.IPAddress(ipaddress.ip_address(v[3:])) if v.startswith("IP:") else x509.DNSName(v[4:]) for v in sans]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llm")])
     builder = (
         x509.CertificateBuilder()
@@ -104,6 +102,7 @@ def test_san_not_covering_the_server_name_is_refused():
 def test_garbage_is_refused_not_raised():
     key = new_key()
     assert "not a PEM certificate" in lib.certificate_report("junk", key_pem(key), "x", now=NOW)["problems"][0]
-    assert "not an unencrypted PEM private key" in lib.certificate_report(cert_pem(key), "junk", "x", now=NOW)[
-        "problems"
-    ][0]
+    assert (
+        "not an unencrypted PEM private key"
+        in lib.certificate_report(cert_pem(key), "junk", "x", now=NOW)["problems"][0]
+    )
