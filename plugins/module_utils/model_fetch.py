@@ -388,15 +388,26 @@ def _transfer(source, url, partial, final, size, offset, counters, max_attempts)
                             break
                         written += len(chunk)
                         if written > size:
-                            raise FetchError(f"{url} sent more than the {size} bytes the manifest lists")
+                            raise FetchError(
+                                f"{url} sent more than the {size} bytes the manifest lists: the mirror's file "
+                                "does not match its manifest; publish the revision again (playbooks/mirror.yml)"
+                            )
                         out.write(chunk)
                         counters.add(len(chunk))
                     out.flush()
                     os.fsync(out.fileno())
             if written != size:
-                raise FetchError(f"{url} ended after {written} of {size} bytes")
+                raise FetchError(
+                    f"{url} ended after {written} of the {size} bytes the manifest lists (the connection broke, "
+                    "or the mirror's file is shorter than its manifest says)"
+                )
             os.replace(partial, final)
             return
+        except FileNotFoundError:
+            raise FetchError(
+                f"{url} is missing on the mirror (404) although the manifest lists it: the mirror's copy of the "
+                "revision is incomplete; publish it again (playbooks/mirror.yml)"
+            ) from None
         except FetchError as exc:
             if attempt >= max_attempts or "off the mirror host" in str(exc) or "more than" in str(exc):
                 raise

@@ -65,9 +65,18 @@ def settings_problems(profile_name, profiles_extra, revision, root, mirror_url, 
             "model_store_signature is required but model_store_keyring is empty: list the mirror's "
             "manifest-signing public key file(s)"
         )
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+    if as_count(keep) is None:
         problems.append(f"model_store_keep_revisions {keep!r} must be a whole number >= 0")
     return problems
+
+
+def as_count(value):
+    """``value`` as a whole number >= 0 (``-e name=2`` gives the string '2'); None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def revisions_to_remove(folders, current, keep):
@@ -83,4 +92,4 @@ def revisions_to_remove(folders, current, keep):
         and folder["path"].rstrip("/").rsplit("/", 1)[-1] != current
     ]
     revisions.sort(key=lambda folder: folder["ctime"], reverse=True)
-    return sorted(folder["path"] for folder in revisions[keep:])
+    return sorted(folder["path"] for folder in revisions[as_count(keep) :])
