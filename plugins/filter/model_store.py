@@ -7,11 +7,13 @@
                                         keyring, keep) -> messages
 ``enclave.llm.model_store_prune``       find's files | model_store_prune(current, keep) -> paths to remove
 ``enclave.llm.model_folder_name``       'deepseek-ai/DeepSeek-R1' | model_folder_name -> 'deepseek-r1'
+``enclave.llm.model_revision_problem``  revision | model_revision_problem -> '' or why it is not pinned
 """
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.enclave.llm.plugins.module_utils import model_manifest
 from ansible_collections.enclave.llm.plugins.module_utils import model_store as lib
 
 
@@ -37,6 +39,10 @@ def model_folder_name(model):
         raise AnsibleFilterError(str(exc)) from exc
 
 
+def model_revision_problem(revision):
+    return model_manifest.revision_problem(revision)
+
+
 class FilterModule:
     """model_store filters."""
 
@@ -46,4 +52,5 @@ class FilterModule:
             "model_store_problems": model_store_problems,
             "model_store_prune": model_store_prune,
             "model_folder_name": model_folder_name,
+            "model_revision_problem": model_revision_problem,
         }
