@@ -150,3 +150,178 @@ def test_good_settings_pass_the_same_checks(target):
         assert len(section) == 2, f"{task!r} did not run\n{output[-4000:]}"
         assert section[1].split("TASK [", 1)[0].count(f"ok: [{target.name}]") == 1, output[-4000:]
     assert before == target.state_digest()
+
+
+# Bad requests against good settings: the ingress converges on a throwaway
+# host of its own, in front of a recording stand-in for vLLM on the Unix
+# socket (the observation point only: it shows which requests got through
+# and with which key). The end-to-end run against the real vLLM is the host
+# suite's (tests/testinfra/test_ingress.py).
+INGRESS_HOST = "enclave-test-ingress"
+INGRESS_ADDR = "198.51.100.33"
+INGRESS_LABEL = "io.enclave.test=ingress"
+STANDIN_DIR = "/run/ingress-standin"
+STANDIN_SOCKET = f"{STANDIN_DIR}/vllm.sock"
+STANDIN_LOG = f"{STANDIN_DIR}/requests.log"
+STANDIN_RELEASE = f"{STANDIN_DIR}/release"
+MIRROR_SOURCES = (
+    "rm -f /etc/apt/sources.list.d/* && echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+    "http://198.51.100.10:3142/debian bookworm main' > /etc/apt/sources.list && apt-get -qq update"
+)
+STANDIN = r"""
+import json, os, socketserver, sys, time
+from http.server import BaseHTTPRequestHandler
+SOCKET, LOG, RELEASE = sys.argv[1:4]
+
+class Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def _answer(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with open(LOG, "a") as log:
+            log.write(json.dumps({"method": self.command, "path": self.path,
+                                  "authorization": self.headers.get("Authorization", "")}) + "\n")
+        if b'"stream": true' in body:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"data: first\n\n")
+            self.wfile.flush()
+            for _ in range(300):
+                if os.path.exists(RELEASE):
+                    break
+                time.sleep(0.1)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.close_connection = True
+            return
+        reply = json.dumps({"object": "list", "standin": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+    do_GET = do_POST = do_HEAD = _answer
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+if os.path.exists(SOCKET):
+    os.unlink(SOCKET)
+server = Server(SOCKET, Recorder)
+os.chmod(SOCKET, 0o660)
+server.serve_forever()
+"""
+
+
+@pytest.fixture(scope="module")
+def ingress_host(tmp_path_factory):
+    from lab_host import LAB_STATE, lab_target, podman
+
+    with lab_target(tmp_path_factory, INGRESS_HOST, INGRESS_ADDR, INGRESS_LABEL) as host:
+        podman("exec", host.name, "sh", "-c", MIRROR_SOURCES)
+        podman(
+            "exec",
+            host.name,
+            "sh",
+            "-c",
+            f"groupadd --system enclave-inference && install -d -m 2750 -g enclave-inference {STANDIN_DIR}",
+        )
+        podman("exec", "-i", host.name, "sh", "-c", f"cat > {STANDIN_DIR}/standin.py", input=STANDIN)
+        podman(
+            "exec",
+            "-d",
+            host.name,
+            "sg",
+            "enclave-inference",
+            "-c",
+            f"python3 {STANDIN_DIR}/standin.py {STANDIN_SOCKET} {STANDIN_LOG} {STANDIN_RELEASE}",
+        )
+        settings = {
+            "ingress_listen_address": INGRESS_ADDR,
+            "ingress_upstream_socket": STANDIN_SOCKET,
+            "vllm_api_key": GOOD_UPSTREAM_KEY,
+        }
+        first = host.run_playbook("ingress.yml", "-e", json.dumps(settings), timeout=600)
+        assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+        second = host.run_playbook("ingress.yml", "-e", json.dumps(settings), timeout=600)
+        host.converge_runs = (first, second)
+        host.client_keys = {p.stem: p.read_text().strip() for p in (LAB_STATE / "ingress" / "clients").glob("*.key")}
+        host.recorded = lambda: [
+            json.loads(line) for line in podman("exec", host.name, "cat", STANDIN_LOG, check=False).stdout.splitlines()
+        ]
+        host.release = lambda: podman("exec", host.name, "touch", STANDIN_RELEASE)
+        yield host
+
+
+def _https(address, method, path, key=None, body=None):
+    import http.client
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(address, 443, context=context, timeout=15)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    connection.request(method, path, body=body, headers=headers)
+    return connection, connection.getresponse()
+
+
+def _status(address, method, path, key=None, body=None):
+    connection, response = _https(address, method, path, key, body)
+    response.read()
+    connection.close()
+    return response.status
+
+
+def test_second_converge_changes_nothing_and_reloads_nothing(ingress_host):
+    first, second = ingress_host.converge_runs
+    assert re.search(r"changed=[1-9]", first.stdout), first.stdout[-2000:]
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert re.search(r"changed=0\b", second.stdout), second.stdout[-3000:]
+    assert "RUNNING HANDLER" not in second.stdout
+
+
+def test_refused_requests_never_reach_the_upstream(ingress_host):
+    key = ingress_host.client_keys["clinic-app"]
+    before = len(ingress_host.recorded())
+    refused = {
+        ("POST", "/v1/chat/completions", None): 401,
+        ("POST", "/v1/chat/completions", "x" * 64): 401,
+        ("GET", "/tokenize", key): 404,
+        ("POST", "/tokenize", key): 404,
+        ("GET", "/metrics", key): 404,
+        ("POST", "/v1/embeddings", key): 404,
+        ("GET", "/docs", key): 404,
+        ("GET", "/openapi.json", key): 404,
+        ("POST", "/v1/responses", key): 404,
+        ("GET", "/v1/chat/completions", key): 405,
+        ("GET", "/v1/models?secret=1", key): 400,
+    }
+    for (method, path, client_key), expected in refused.items():
+        assert _status(INGRESS_ADDR, method, path, client_key, "{}" if method == "POST" else None) == expected, path
+    assert ingress_host.recorded()[before:] == [], "a refused request reached the upstream"
+
+
+def test_an_allowed_request_reaches_the_upstream_with_vllms_key_only(ingress_host):
+    key = ingress_host.client_keys["clinic-app"]
+    before = len(ingress_host.recorded())
+    assert _status(INGRESS_ADDR, "POST", "/v1/chat/completions", key, '{"messages": []}') == 200
+    assert _status(INGRESS_ADDR, "GET", "/v1/models", key) == 200
+    recorded = ingress_host.recorded()[before:]
+    assert [(r["method"], r["path"]) for r in recorded] == [("POST", "/v1/chat/completions"), ("GET", "/v1/models")]
+    assert {r["authorization"] for r in recorded} == {f"Bearer {GOOD_UPSTREAM_KEY}"}
+
+
+def test_streamed_tokens_are_passed_on_before_the_reply_ends(ingress_host):
+    key = ingress_host.client_keys["clinic-app"]
+    connection, response = _https(INGRESS_ADDR, "POST", "/v1/chat/completions", key, '{"stream": true}')
+    try:
+        # The stand-in holds its last event until released: a buffering proxy
+        # would deliver nothing before this read times out.
+        assert response.read1(64).startswith(b"data: first")
+    finally:
+        ingress_host.release()
+    assert b"[DONE]" in response.read()
+    connection.close()
