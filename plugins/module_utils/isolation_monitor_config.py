@@ -186,7 +186,8 @@ def _network_problems(config):
         gateway = route.get("gateway")
         if gateway not in (None, "") and _network(gateway) is None:
             problems.append(f"{_var('default_routes')}[{index}].gateway: {gateway!r} is not an address.")
-        if isinstance(interfaces, list) and not any(fnmatch.fnmatchcase(route["dev"], item) for item in interfaces):
+        covered = any(fnmatch.fnmatchcase(route["dev"], item) for item in interfaces or [])
+        if interfaces and isinstance(interfaces, list) and not covered:
             problems.append(
                 f"{_var('default_routes')}[{index}]: dev {route['dev']!r} is not in {_var('interfaces')}: add it there."
             )

@@ -1,0 +1,105 @@
+"""Unit tests for plugins/module_utils/isolation_monitor_config.py: one message per bad setting, naming it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_config as lib
+
+MODULE = Path(lib.__file__)
+
+
+def settings(**changes):
+    data = {
+        "canaries": [{"name": "canary https", "address": "198.51.100.99", "proto": "tcp", "port": 443}],
+        "allowlisted": ["198.51.100.1/32", "203.0.113.192/26", "198.51.100.10"],
+        "interfaces": ["lo", "eth*"],
+        "default_routes": [{"dev": "eth0", "gateway": "198.51.100.1"}],
+    }
+    data.update(changes)
+    return data
+
+
+def problems(**changes):
+    return lib.validate(settings(**changes))[1]
+
+
+def test_good_settings_get_the_defaults():
+    config, found = lib.validate(settings())
+    assert found == []
+    assert config["interval"] == 30.0
+    assert config["vllm_unit"] == "vllm.service"
+    # The probe timeout caps each canary's own.
+    assert config["canaries"][0]["timeout"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable", "words"),
+    [
+        ({"canaries": []}, "isolation_monitor_canaries", "is empty"),
+        (
+            {"canaries": [{"name": "mirror", "address": "198.51.100.10", "proto": "tcp", "port": 80}]},
+            "isolation_monitor_canaries",
+            "lies inside 198.51.100.10/32",
+        ),
+        (
+            {"canaries": [{"name": "clinic", "address": "203.0.113.210", "proto": "tcp", "port": 443}]},
+            "isolation_monitor_canaries",
+            "lies inside 203.0.113.192/26",
+        ),
+        ({"interval": 0.5}, "isolation_monitor_interval", "below 1 s"),
+        ({"interval": "soon"}, "isolation_monitor_interval", "not a number"),
+        (
+            {"container": "vllm", "known_containers": ["enclave-vllm"]},
+            "isolation_monitor_container",
+            "no container 'vllm'",
+        ),
+        ({"container": "bad name"}, "isolation_monitor_container", "not a container name"),
+        ({"vllm_unit": "vllm"}, "isolation_monitor_vllm_unit", "not a unit name"),
+        ({"interfaces": []}, "isolation_monitor_interfaces", "is empty"),
+        (
+            {"default_routes": [{"dev": "wg0"}]},
+            "isolation_monitor_default_routes",
+            "not in isolation_monitor_interfaces",
+        ),
+        ({"syslog": {"address": "192.0.2.70", "port": 514}}, "isolation_monitor_syslog", "firewall_egress_extra"),
+        ({"alert_only": "yes"}, "isolation_monitor_alert_only", "not true or false"),
+        ({"gate_file": "run/gate"}, "isolation_monitor_gate_file", "not an absolute path"),
+    ],
+)
+def test_each_bad_setting_names_its_variable(changes, variable, words):
+    found = problems(**changes)
+    assert len(found) == 1, found
+    assert found[0].startswith(variable)
+    assert words in found[0]
+
+
+def test_a_canary_of_another_family_is_not_inside_a_v4_range():
+    assert problems(canaries=[{"name": "v6", "address": "2001:db8::99", "proto": "tcp", "port": 443}]) == []
+
+
+def test_an_allowed_siem_passes():
+    assert problems(syslog={"address": "192.0.2.70", "port": 514, "proto": "udp"}, allowlisted=["192.0.2.70"]) == []
+
+
+def test_the_known_container_passes_and_none_known_leaves_it_unchecked():
+    assert problems(container="enclave-vllm", known_containers=["enclave-vllm"]) == []
+    assert problems(container="enclave-vllm", known_containers=[]) == []
+
+
+def test_every_problem_is_reported_at_once():
+    assert len(problems(canaries=[], interfaces=[], vllm_unit="x")) == 3
+
+
+def test_the_command_line_prints_the_problems_and_fails():
+    run = subprocess.run(
+        [sys.executable, str(MODULE)], input=json.dumps(settings(interval=0.2)), capture_output=True, text=True
+    )
+    assert run.returncode == 1
+    assert run.stdout.startswith("isolation_monitor_interval: 0.2 is below 1 s")
+    good = subprocess.run([sys.executable, str(MODULE)], input=json.dumps(settings()), capture_output=True, text=True)
+    assert (good.returncode, good.stdout) == (0, "")
