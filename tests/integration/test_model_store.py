@@ -357,3 +357,15 @@ def test_a_redirect_off_the_mirror_host_is_refused(mirror, tmp_path):
     assert result.get("failed"), result
     assert "off the mirror host" in result["msg"]
     assert "192.0.2.1" in result["msg"]
+
+
+def test_a_current_folder_placed_by_hand_is_refused_and_kept(mirror, tmp_path):
+    root = tmp_path / "models"
+    placed = root / NAME / "current"
+    placed.mkdir(parents=True)
+    (placed / "config.json").write_text("{}\n")
+    result = play(tmp_path, mirror, root, REV_A)
+    assert result.returncode != 0
+    assert f"{placed} is a folder, not the link to a verified revision" in result.stdout
+    assert (placed / "config.json").read_text() == "{}\n"
+    assert not (root / NAME / REV_A).exists()
