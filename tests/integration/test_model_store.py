@@ -221,6 +221,15 @@ def test_a_second_run_changes_nothing_and_fetches_nothing(installed, mirror, sto
     assert tree_digest(store) == before
 
 
+def test_check_mode_with_a_new_revision_reports_changes_and_makes_none(installed, mirror, store, tmp_path):
+    before = tree_digest(store)
+    result = play(tmp_path, mirror, store, REV_B, "--check")
+    assert result.returncode == 0, result.stdout
+    assert result.recap["changed"] > 0
+    assert tree_digest(store) == before
+    assert not (store / ".staging" / NAME / REV_B).exists()
+
+
 def refused(tmp_path, mirror, store, revision, *fragments, root=None, **settings):
     """Run with a bad input; assert the failure names every fragment and the store did not change."""
     before = tree_digest(store)
