@@ -19,6 +19,7 @@ def ingress_problems(settings, host_addresses):
         + lib.client_problems(settings.get("clients"))
         + lib.allowlist_problems(settings.get("allowed_endpoints"))
         + lib.api_key_problems(settings.get("upstream_api_key"))
+        + lib.nginx_value_problems(settings.get("server_name"), settings.get("rate_limit"), settings.get("body_size"))
     )
 
 

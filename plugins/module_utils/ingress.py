@@ -160,6 +160,28 @@ def listen_address_problems(address, host_addresses):
     return []
 
 
+_SERVER_NAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_RATE_RE = re.compile(r"^[1-9][0-9]{0,5}r/[sm]$")
+_SIZE_RE = re.compile(r"^[1-9][0-9]{0,5}[km]?$")
+
+
+def nginx_value_problems(server_name, rate, size):
+    """Problems with the settings written into nginx's configuration as they are."""
+    problems = []
+    try:
+        ipaddress.ip_address(str(server_name))
+    except ValueError:
+        if not _SERVER_NAME_RE.match(str(server_name or "")):
+            problems.append(f"ingress_server_name {server_name!r} is neither a DNS name nor an IP address")
+    if not _RATE_RE.match(str(rate or "")):
+        problems.append(f"ingress_rate_limit {rate!r} is not an nginx rate such as 5r/s or 120r/m")
+    if not _SIZE_RE.match(str(size or "")):
+        problems.append(f"ingress_client_max_body_size {size!r} is not an nginx size such as 4m or 512k")
+    return problems
+
+
 def api_key_problems(key, variable="vllm_api_key"):
     """Problems with the key the ingress sends to vLLM."""
     if not key:

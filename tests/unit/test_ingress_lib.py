@@ -113,3 +113,22 @@ def test_upstream_key_is_long_and_safe_to_place_in_a_header(key, fragment):
         assert problems == []
     else:
         assert fragment in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("server_name", "rate", "size", "fragment"),
+    [
+        ("llm.lab.enclave.invalid", "5r/s", "4m", None),
+        ("203.0.113.20", "120r/m", "512k", None),
+        ("llm.example; return 200", "5r/s", "4m", "ingress_server_name 'llm.example; return 200' is neither"),
+        ("llm.example", "5/s", "4m", "ingress_rate_limit '5/s' is not an nginx rate"),
+        ("llm.example", "5r/s", "4 MB", "ingress_client_max_body_size '4 MB' is not an nginx size"),
+    ],
+)
+def test_values_written_into_nginx_config_are_checked(server_name, rate, size, fragment):
+    problems = lib.nginx_value_problems(server_name, rate, size)
+    if fragment is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert fragment in problems[0]
