@@ -378,3 +378,25 @@ def test_a_current_folder_placed_by_hand_is_refused_and_kept(mirror, tmp_path):
     assert f"{placed} is a folder, not the link to a verified revision" in result.stdout
     assert (placed / "config.json").read_text() == "{}\n"
     assert not (root / NAME / REV_A).exists()
+
+
+def test_an_https_mirror_is_trusted_only_through_the_given_ca(mirror, tmp_path):
+    cert, key = tmp_path / "mirror.crt", tmp_path / "mirror.key"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"),
+            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    with serving(mirror["tree"], "--tls-cert", cert, "--tls-key", key) as url:
+        base = url.replace("http://", "https://") + "/models/"
+        untrusted = fetch(base, tmp_path / "a" / REV_A)
+        trusted = fetch(base, tmp_path / "b" / REV_A, ca_file=str(cert))
+    assert untrusted.get("failed"), untrusted
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted["msg"]
+    assert "the CA bundle" in untrusted["msg"]
+    assert not trusted.get("failed"), trusted
+    assert trusted["files_fetched"] == len(SHARDS) + 1
