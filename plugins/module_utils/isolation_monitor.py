@@ -237,8 +237,8 @@ class Monitor:
         pid = probes.container_pid(name, uid)
         if pid is None:
             state, _file_state = self.units.vllm_state()
-            if state in ("inactive", "failed"):
-                return []  # vLLM is stopped: no namespace to leak from
+            if state != "active":
+                return []  # stopped, starting or stopping: no namespace to leak from yet, or any more
             return [
                 breach(
                     "probe_error", where, f"{self.config['vllm_unit']} is {state} but container {name} is not running"

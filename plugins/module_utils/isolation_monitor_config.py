@@ -136,7 +136,7 @@ def _number_problem(config, key, minimum):
     except (TypeError, ValueError):
         return f"{_var(key)}: {value!r} is not a number of seconds."
     if number < minimum:
-        return f"{_var(key)}: {value!r} is below {minimum:g} s: set it to {minimum:g} or more."
+        return f"{_var(key)}: {number:g} is below {minimum:g} s: set it to {minimum:g} or more."
     return None
 
 
