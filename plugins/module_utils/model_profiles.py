@@ -7,6 +7,12 @@ GPUs are split (tensor x pipeline parallel, nodes). docs/models.md lists them;
 a site adds its own with ``enclave_model_profiles_extra``. Memory minimums are
 per GPU as nvidia-smi reports it (H200 143771 MiB, H100 and A100 80 GB about
 81559-81920 MiB).
+
+The vllm role reads how the model is served from the same profile (defaults in
+module_utils/vllm.py): ``max_model_len``, ``gpu_memory_utilization``,
+``dtype``, ``vllm_args`` (extra ``vllm serve`` flags), ``vllm_env`` (extra
+environment), ``start_timeout_s`` (loading the weights: 700 GB from NVMe take
+minutes) and ``scratch_size`` (the container's tmpfs).
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ PROFILES = {
         "tensor_parallel": 8,
         "pipeline_parallel": 1,
         "nodes": 1,
+        "max_model_len": 65536,
+        "gpu_memory_utilization": 0.9,
+        "start_timeout_s": 3600,
     },
     "deepseek-r1-fp8-16xh100": {
         "description": "DeepSeek-R1 671B, FP8 weights, two HGX H100 nodes: tensor parallel 8 x pipeline parallel 2",
@@ -33,6 +42,9 @@ PROFILES = {
         "tensor_parallel": 8,
         "pipeline_parallel": 2,
         "nodes": 2,
+        "max_model_len": 65536,
+        "gpu_memory_utilization": 0.9,
+        "start_timeout_s": 3600,
     },
     "deepseek-r1-distill-llama-70b": {
         "description": "DeepSeek-R1-Distill-Llama-70B, BF16 weights (about 132 GiB), tensor parallel 4",
@@ -42,6 +54,9 @@ PROFILES = {
         "tensor_parallel": 4,
         "pipeline_parallel": 1,
         "nodes": 1,
+        "max_model_len": 32768,
+        "gpu_memory_utilization": 0.9,
+        "start_timeout_s": 1800,
     },
     "deepseek-r1-distill-qwen-32b": {
         "description": "DeepSeek-R1-Distill-Qwen-32B, BF16 weights (about 61 GiB), tensor parallel 2",
@@ -51,6 +66,9 @@ PROFILES = {
         "tensor_parallel": 2,
         "pipeline_parallel": 1,
         "nodes": 1,
+        "max_model_len": 32768,
+        "gpu_memory_utilization": 0.9,
+        "start_timeout_s": 1200,
     },
     "tiny-r1": {
         "description": "A tiny DeepSeek-R1-style model for the lab, served by vLLM on the CPU",
@@ -60,6 +78,14 @@ PROFILES = {
         "tensor_parallel": 1,
         "pipeline_parallel": 1,
         "nodes": 1,
+        "max_model_len": 2048,
+        "gpu_memory_utilization": 0.9,
+        # vLLM on the CPU: float32 kernels, no graph capture, one process.
+        "dtype": "float32",
+        "vllm_args": ["--enforce-eager", "--distributed-executor-backend", "uni"],
+        "vllm_env": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+        "start_timeout_s": 600,
+        "scratch_size": "1g",
     },
 }
 
