@@ -15,7 +15,17 @@ import pytest
 import yaml
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
-ROLES = ["preflight", "firewall", "podman_rootless", "nvidia_gpu", "ingress", "model_store", "os_hardening", "auditd"]
+ROLES = [
+    "preflight",
+    "firewall",
+    "podman_rootless",
+    "nvidia_gpu",
+    "ingress",
+    "model_store",
+    "os_hardening",
+    "auditd",
+    "vllm",
+]
 BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
 END = "<!-- END VARIABLES -->"
 
