@@ -84,8 +84,12 @@ def percentile(values, fraction):
 
 
 def timed(session, payload):
+    """Seconds, HTTP status and body of one completion; status 0 when the connection failed."""
     start = time.perf_counter()
-    status, body = session.post("/v1/chat/completions", payload)
+    try:
+        status, body = session.post("/v1/chat/completions", payload)
+    except (OSError, http.client.HTTPException) as exc:
+        status, body = 0, str(exc).encode()
     return time.perf_counter() - start, status, body
 
 
@@ -182,8 +186,12 @@ def main(argv=None):
             "p50_s": statistics.median(seconds[name]),
             "p95_s": percentile(seconds[name], 0.95),
             "throughput_rps": statistics.median(rates[name]),
+            "block_rps": [round(rate, 2) for rate in rates[name]],
             "statuses": {str(k): v for k, v in sorted(statuses[name].items())},
         }
+    if failures or not all(rates.values()) or min(map(statistics.median, rates.values())) == 0:
+        print(f"{len(failures)} requests failed, first: {failures[:1]}; statuses {statuses}", file=sys.stderr)
+        return 2
     result["p50_ratio"] = result["ingress"]["p50_s"] / result["direct"]["p50_s"]
     result["p95_ratio"] = result["ingress"]["p95_s"] / result["direct"]["p95_s"]
     result["throughput_ratio"] = result["ingress"]["throughput_rps"] / result["direct"]["throughput_rps"]
@@ -195,7 +203,7 @@ def main(argv=None):
         row = result[name]
         print(
             f"{name:8} {row['p50_s'] * 1000:9.1f} {row['p95_s'] * 1000:9.1f} {row['throughput_rps']:8.2f}  "
-            f"{row['statuses']}"
+            f"{row['statuses']}  blocks {row['block_rps']}"
         )
     print(
         f"ratios: p50 {result['p50_ratio']:.3f} (goal <= 1.10), p95 {result['p95_ratio']:.3f}, "
@@ -204,8 +212,8 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)
-    if failures:
-        print(f"{len(failures)} requests failed, first: {failures[0]}", file=sys.stderr)
+    if any(status != 200 for counts in statuses.values() for status in counts):
+        print("some throughput requests did not answer 200 (see statuses): not a clean run", file=sys.stderr)
         return 2
     return 0 if result["goals_met"] else 1
 
