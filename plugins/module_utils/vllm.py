@@ -31,6 +31,9 @@ MODEL_MOUNT = "/models"
 SOCKET_MOUNT = "/run/vllm"
 SCRATCH = "/tmp"
 SOCKET_NAME = "vllm.sock"
+# An env-type secret: Podman 4.3 cannot mount a secret's file into a
+# read-only root filesystem. Who can read the container's configuration (the
+# account, root) can read Podman's secret store as well.
 SECRET_ENV = "VLLM_API_KEY"
 
 # No request may reach anything outside the host (and there is no network to

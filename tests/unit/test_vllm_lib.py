@@ -131,7 +131,7 @@ def test_a_profile_may_not_add_flags_that_log_prompts_or_open_the_network(arg):
     assert arg.split("=")[0] in message
 
 
-@pytest.mark.parametrize("key,value", [("gpu_memory_utilization", 1.5), ("max_model_len", 0), ("vllm_env", [])])
+@pytest.mark.parametrize(("key", "value"), [("gpu_memory_utilization", 1.5), ("max_model_len", 0), ("vllm_env", [])])
 def test_bad_profile_values_are_named(key, value):
     extra = {"site": {"gpu_count": 0, "gpu_memory_mib_min": 0, "tensor_parallel": 1, key: value}}
     (message,) = lib.problems(settings(model_profile="site", profiles_extra=extra))
@@ -211,7 +211,7 @@ def test_gpu_profile_gets_the_listed_cdi_devices():
 
 
 @pytest.mark.parametrize(
-    "word,quoted",
+    ("word", "quoted"),
     [
         ("--rm", "--rm"),
         ("a b", '"a b"'),

@@ -1,0 +1,199 @@
+"""vllm: the inference service runs rootless with no network, read-only, without
+capabilities, offline, and answers a real chat completion only with the key.
+
+Run against the lab (the tiny model's answer is known, lab/models/make_tiny_r1.py)
+or a real host (the answer is then only checked to be there):
+
+    pytest tests/testinfra/test_vllm.py --hosts=podman://enclave-lab-host
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from enclave_host import REPO
+
+_spec = importlib.util.spec_from_file_location("make_tiny_r1", REPO / "lab" / "models" / "make_tiny_r1.py")
+tiny_r1 = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_r1)
+
+SERVICE = "enclave-vllm.service"
+CONTAINER = "enclave-vllm"
+
+
+@pytest.fixture
+def account(enclave_vars) -> str:
+    return enclave_vars.get("vllm_user") if "{{" not in str(enclave_vars.get("vllm_user", "{{")) else "enclave-llm"
+
+
+@pytest.fixture
+def socket_dir(enclave_vars) -> str:
+    return enclave_vars.get("vllm_socket_dir", "/run/enclave-llm")
+
+
+@pytest.fixture
+def socket_path(socket_dir) -> str:
+    return f"{socket_dir}/vllm.sock"
+
+
+@pytest.fixture
+def api_key(enclave_vars) -> str:
+    key = enclave_vars.get("vllm_api_key")
+    if not key or "{{" in key:
+        pytest.skip("vllm_api_key comes from a vault or lookup; give it to the suite through the inventory")
+    return key
+
+
+@pytest.fixture
+def served_name(enclave_vars) -> str:
+    name = enclave_vars.get("vllm_served_model_name", "{{")
+    return enclave_vars["enclave_model_profile"] if "{{" in name else name
+
+
+def as_account(host, account, *command):
+    return host.run(
+        "systemd-run --quiet --wait --pipe --machine=%s@ --user " + " ".join(["%s"] * len(command)),
+        account,
+        *command,
+    )
+
+
+@pytest.fixture
+def container(host, account) -> dict:
+    """The running container as the account's Podman sees it."""
+    result = as_account(host, account, "podman", "inspect", CONTAINER)
+    assert result.rc == 0, f"no container {CONTAINER} for {account}: {result.stderr}"
+    (data,) = json.loads(result.stdout)
+    return data
+
+
+# HTTP over the socket with the host's own Python (servers need not have curl).
+_HTTP_OVER_SOCKET = """
+import http.client, json, socket, sys
+path, body, key = sys.argv[1], sys.argv[2], sys.argv[3]
+conn = http.client.HTTPConnection("localhost", timeout=120)
+conn.sock = socket.socket(socket.AF_UNIX)
+conn.sock.connect(sys.argv[4])
+headers = {"Content-Type": "application/json"}
+if key:
+    headers["Authorization"] = "Bearer " + key
+conn.request("POST" if body else "GET", path, body=body or None, headers=headers)
+reply = conn.getresponse()
+print(reply.status)
+print(reply.read().decode())
+"""
+
+
+def request(host, socket_path, path, body="", key=""):
+    """(status, body) of a request over the socket, as root."""
+    result = host.run("python3 -c %s %s %s %s %s", _HTTP_OVER_SOCKET, path, body, key, socket_path)
+    assert result.rc == 0, result.stderr
+    status, _, text = result.stdout.partition("\n")
+    return int(status), text
+
+
+def chat(host, socket_path, served_name, key="", content=tiny_r1.GREETING):
+    body = json.dumps({"model": served_name, "messages": [{"role": "user", "content": content}], "max_tokens": 32})
+    return request(host, socket_path, "/v1/chat/completions", body, key)
+
+
+def test_service_is_active_in_the_accounts_systemd(host, account):
+    result = host.run("systemctl --user --machine=%s@ is-active %s", account, SERVICE)
+    assert result.stdout.strip() == "active", result.stdout + result.stderr
+
+
+def test_container_runs_rootless_as_the_account(host, account, container):
+    pid = container["State"]["Pid"]
+    assert pid > 0
+    uid_line = host.file(f"/proc/{pid}/status").content_string
+    uids = next(line for line in uid_line.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {str(host.user(account).uid)}, f"the container's main process runs as uids {uids}"
+
+
+def test_container_has_only_loopback(host, account):
+    result = as_account(host, account, "podman", "exec", CONTAINER, "cat", "/proc/net/dev")
+    assert result.rc == 0, result.stderr
+    devices = [line.split(":")[0].strip() for line in result.stdout.splitlines()[2:]]
+    assert devices == ["lo"]
+
+
+def test_container_network_mode_is_none(container):
+    assert container["HostConfig"]["NetworkMode"] == "none"
+
+
+def test_root_filesystem_is_read_only(host, account, container):
+    assert container["HostConfig"]["ReadonlyRootfs"] is True
+    result = as_account(host, account, "podman", "exec", CONTAINER, "touch", "/opt/vllm/probe")
+    assert result.rc != 0
+    assert "Read-only file system" in result.stderr
+    scratch = as_account(host, account, "podman", "exec", CONTAINER, "touch", "/tmp/probe")
+    assert scratch.rc == 0, f"the tmpfs scratch is not writable: {scratch.stderr}"
+
+
+def test_no_capabilities_and_no_new_privileges(host, account):
+    result = as_account(host, account, "podman", "exec", CONTAINER, "cat", "/proc/1/status")
+    assert result.rc == 0, result.stderr
+    fields = dict(line.split(":\t", 1) for line in result.stdout.splitlines() if ":\t" in line)
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(fields[cap], 16) == 0, f"{cap} = {fields[cap]}"
+    assert fields["NoNewPrivs"].strip() == "1"
+
+
+def test_model_is_mounted_read_only(container):
+    (mount,) = [m for m in container["Mounts"] if m["Destination"] == "/models"]
+    assert mount["RW"] is False
+
+
+def test_environment_is_offline(container):
+    env = dict(item.split("=", 1) for item in container["Config"]["Env"])
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK"):
+        assert env.get(name) == "1", name
+    assert env.get("VLLM_HOST_IP") == "127.0.0.1"
+
+
+def test_key_is_in_no_command_line_or_unit(host, account, container, api_key):
+    """Every user on the host can read command lines and the unit; the key is in neither."""
+    cmdline = host.file(f"/proc/{container['State']['Pid']}/cmdline").content_string
+    assert api_key not in cmdline
+    units = host.run("systemctl --user --machine=%s@ cat %s", account, SERVICE)
+    assert units.rc == 0, units.stderr
+    assert api_key not in units.stdout
+
+
+def test_request_logging_is_off(container):
+    args = container["Config"]["Cmd"] or container["Args"]
+    assert "--enable-log-requests" not in args
+    level = args[args.index("--uvicorn-log-level") + 1]
+    assert level not in ("debug", "trace")
+
+
+def test_socket_folder_is_not_world_accessible(host, socket_dir, enclave_vars):
+    folder = host.file(socket_dir)
+    assert folder.is_directory
+    assert folder.mode & 0o007 == 0, oct(folder.mode)
+    assert folder.group == enclave_vars.get("vllm_socket_group", "enclave-inference")
+
+
+def test_health_answers_on_the_socket(host, socket_path):
+    status, _ = request(host, socket_path, "/health")
+    assert status == 200
+
+
+def test_chat_without_key_is_refused(host, socket_path, served_name, api_key):
+    status, body = chat(host, socket_path, served_name)
+    assert status == 401, body
+    status, _ = chat(host, socket_path, served_name, key="x" * 40)
+    assert status == 401
+
+
+def test_chat_with_key_returns_the_reasoning_and_answer(host, socket_path, served_name, api_key, enclave_vars):
+    status, body = chat(host, socket_path, served_name, key=api_key)
+    assert status == 200, body
+    message = json.loads(body)["choices"][0]["message"]
+    if enclave_vars.get("enclave_model_profile") == "tiny-r1":
+        assert message.get("reasoning") == tiny_r1.REASONING
+        assert message["content"] == tiny_r1.CONTENT
+    else:
+        assert message["content"]
