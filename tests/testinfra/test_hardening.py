@@ -327,6 +327,18 @@ def test_ENC_OS_023_rootless_podman_prerequisites(host, settings, enclave_vars):
     assert len(mapped.stdout.strip().splitlines()) == 2, "the account's user namespace lacks its subordinate range"
 
 
+def test_ENC_OS_024_password_policy(host, settings):
+    require(settings, "os_hardening_passwords")
+    login_defs = dict(
+        line.split(None, 1)
+        for line in host.file("/etc/login.defs").content_string.splitlines()
+        if line.strip() and not line.startswith("#") and len(line.split(None, 1)) == 2
+    )
+    for key, value in settings["os_hardening_login_defs"].items():
+        assert login_defs.get(key, "").strip() == str(value), key
+    assert "pam_pwquality.so" in host.file("/etc/pam.d/common-password").content_string
+
+
 # auditd (ENC-AU-*): only where the kernel lets the host hold audit control.
 
 
