@@ -157,9 +157,9 @@ def test_key_is_in_no_command_line_or_unit(host, account, container, api_key):
     """Every user on the host can read command lines and the unit; the key is in neither."""
     cmdline = host.file(f"/proc/{container['State']['Pid']}/cmdline").content_string
     assert api_key not in cmdline
-    units = host.run("systemctl --user --machine=%s@ cat %s", account, SERVICE)
-    assert units.rc == 0, units.stderr
-    assert api_key not in units.stdout
+    unit = host.run("systemctl --user --machine=%s@ show -p FragmentPath --value %s", account, SERVICE)
+    assert unit.rc == 0, unit.stderr
+    assert api_key not in host.file(unit.stdout.strip()).content_string
 
 
 def test_request_logging_is_off(container):
