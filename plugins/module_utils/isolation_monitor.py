@@ -376,10 +376,17 @@ class Monitor:
             self.log(f"cannot write metrics to {folder}: {exc.strerror}", evidence.PRIORITY_NOTICE)
 
     def cycle(self, full):
-        """One check and its consequences; returns the breaches found."""
-        with self.lock:
-            started = time.monotonic()
+        """One check and its consequences; returns the breaches found.
+
+        The checks run unlocked, so an event's fast check never waits for a full
+        check's probes; only the consequences are serialised.
+        """
+        started = time.monotonic()
+        try:
             found = self.full_check() if full else self.fast_check()[0]
+        except Exception as exc:  # a check that cannot finish proves nothing: fail closed
+            found = [breach("probe_error", "monitor", f"the {'full' if full else 'fast'} check failed: {exc!r}")]
+        with self.lock:
             name = "full" if full else "fast"
             self.durations[name] = time.monotonic() - started
             self.last_check[name] = time.time()
@@ -444,15 +451,17 @@ def run(monitor, events=True):
     )
     monitor.cycle(full=True)
     notify("READY=1")
-    next_full = time.monotonic() + monitor.config["interval"]
+    next_full, full_check = time.monotonic() + monitor.config["interval"], None
     while True:
         if wake.wait(timeout=max(next_full - time.monotonic(), 0)):
             time.sleep(monitor.config["settle"])  # one check for a burst of events
             wake.clear()
             monitor.cycle(full=False)
         if time.monotonic() >= next_full:
-            wake.clear()
-            monitor.cycle(full=True)
+            # In a thread of its own: its probes take seconds, events must not wait for them.
+            if full_check is None or not full_check.is_alive():
+                full_check = threading.Thread(target=monitor.cycle, args=(True,), daemon=True)
+                full_check.start()
             next_full = time.monotonic() + monitor.config["interval"]
 
 

@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 from lab_host import LAB_STATE, REPO, wait_until
@@ -200,20 +201,15 @@ def restore_everything():
     host(f"ip netns list | grep -q '^{PROBE_NS}' || ip netns add {PROBE_NS}", check=False)
 
 
-@pytest.fixture(scope="module")
-def monitor(tmp_path_factory):
-    if os.geteuid() != 0 or shutil.which("podman") is None:
-        pytest.skip("the lab needs root and podman")
-    ensure_collection_link()
-    if host("systemctl is-system-running --wait", check=False).returncode not in (0, 1):
-        pytest.skip(f"{HOST} is not running (lab/up starts it)")
+@contextmanager
+def installed_monitor(tmp_path):
+    """The monitor installed by its playbook with the test settings, the stand-in serving; all undone after."""
     home = host(f"getent passwd {USER} | cut -d: -f6").stdout.strip()
     unit_dir = f"{home}/.config/systemd/user"
     host(f"mkdir -p {unit_dir} && cat > {unit_dir}/{STANDIN_UNIT} <<'EOF'\n{STANDIN_TEXT}EOF")
     as_user("systemctl --user daemon-reload")
     host(f"ip netns add {PROBE_NS} 2>/dev/null; ip -n {PROBE_NS} link set lo up")
     try:
-        tmp_path = tmp_path_factory.mktemp("monitor")
         run = run_playbook(tmp_path)
         assert run.returncode == 0, run.stdout[-3000:]
         as_user(f"systemctl --user start {STANDIN_UNIT}")
@@ -225,6 +221,21 @@ def monitor(tmp_path_factory):
         as_user(f"systemctl --user stop {STANDIN_UNIT}", check=False)
         host(f"rm -f {unit_dir}/{STANDIN_UNIT}; ip netns del {PROBE_NS}", check=False)
         as_user("systemctl --user daemon-reload", check=False)
+
+
+def lab_prerequisites():
+    if os.geteuid() != 0 or shutil.which("podman") is None:
+        pytest.skip("the lab needs root and podman")
+    ensure_collection_link()
+    if host("systemctl is-system-running --wait", check=False).returncode not in (0, 1):
+        pytest.skip(f"{HOST} is not running (lab/up starts it)")
+
+
+@pytest.fixture(scope="module")
+def monitor(tmp_path_factory):
+    lab_prerequisites()
+    with installed_monitor(tmp_path_factory.mktemp("monitor")) as tmp_path:
+        yield tmp_path
 
 
 def test_converged_monitor_has_proven_the_isolation(monitor):
