@@ -72,3 +72,24 @@ def test_before_the_driver_only_the_pci_count_is_checked():
 
 def test_cpu_profile_needs_no_gpu():
     assert lib.host_problems("tiny-r1", None, {"gpus": [], "pci": {"gpu_count": 0}}) == []
+
+
+@pytest.mark.parametrize("name", sorted(lib.PROFILES))
+def test_every_shipped_profile_says_how_vllm_serves_it(name):
+    from ansible_collections.enclave.llm.plugins.module_utils import vllm
+
+    profile = vllm.resolve(name)
+    problems = vllm.profile_problems(profile)
+    if profile["nodes"] > 1:
+        assert problems == [next(p for p in problems if "spans" in p)]
+    else:
+        assert problems == []
+    assert profile["max_model_len"] > 0
+    assert profile["start_timeout_s"] >= 600
+
+
+def test_the_lab_profile_runs_on_the_cpu():
+    profile = lib.PROFILES["tiny-r1"]
+    assert profile["dtype"] == "float32"
+    assert "--enforce-eager" in profile["vllm_args"]
+    assert "VLLM_CPU_KVCACHE_SPACE" in profile["vllm_env"]
