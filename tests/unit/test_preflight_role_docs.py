@@ -25,6 +25,7 @@ ROLES = [
     "os_hardening",
     "auditd",
     "vllm",
+    "isolation_monitor",
 ]
 BEGIN = "<!-- BEGIN VARIABLES: generated from meta/argument_specs.yml -->"
 END = "<!-- END VARIABLES -->"
