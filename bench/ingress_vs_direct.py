@@ -17,7 +17,8 @@ The two paths, measured side by side and alternating in one run:
   container has no network), so a loopback listener would need a bridge of its
   own, whose cost would hide part of the ingress's.
 
-Both keep one connection per worker alive. Latency: pairs of sequential
+Both keep one connection per worker alive. First GET /v1/models in pairs (no
+generation: the difference is the ingress's own cost). Latency: pairs of sequential
 requests (ingress then direct, then the other order), p50 and p95. Throughput:
 blocks of CONCURRENCY workers for BLOCK seconds, alternating paths. The
 ingress client's rate limit must allow the throughput phase; a 429 is counted
@@ -64,6 +65,11 @@ class Session:
     def __init__(self, path):
         self.path, self.connection = path, path.connect()
 
+    def get(self, route):
+        self.connection.request("GET", route, headers={"Authorization": f"Bearer {self.path.key}"})
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
     def post(self, route, payload):
         body = json.dumps(payload)
         headers = {"Authorization": f"Bearer {self.path.key}", "Content-Type": "application/json"}
@@ -105,6 +111,19 @@ def latency_phase(paths, payload, pairs):
                 failures.append(f"{path.name}: HTTP {status} {body[:200]!r}")
             seconds[path.name].append(elapsed)
     return seconds, failures
+
+
+def overhead_phase(paths, pairs):
+    """p50 seconds per path of GET /v1/models: no generation, so the difference is the path's own cost."""
+    sessions = {p.name: p.session() for p in paths}
+    seconds = {p.name: [] for p in paths}
+    for index in range(pairs):
+        for path in paths if index % 2 == 0 else list(reversed(paths)):
+            start = time.perf_counter()
+            status, _ = sessions[path.name].get("/v1/models")
+            if status == 200:
+                seconds[path.name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) if values else float("nan") for name, values in seconds.items()}
 
 
 def throughput_block(path, payload, concurrency, duration):
@@ -168,6 +187,7 @@ def main(argv=None):
         "temperature": 0,
     }
     paths = [ingress, direct]
+    overhead = overhead_phase(paths, args.pairs * 5)
     _, failures = latency_phase(paths, payload, args.warmup)
     seconds, more = latency_phase(paths, payload, args.pairs)
     failures += more
@@ -180,7 +200,13 @@ def main(argv=None):
             for status, count in counts.items():
                 statuses[path.name][status] = statuses[path.name].get(status, 0) + count
 
-    result = {"model": model, "max_tokens": args.max_tokens, "pairs": args.pairs, "concurrency": args.concurrency}
+    result = {
+        "models_p50_s": overhead,
+        "model": model,
+        "max_tokens": args.max_tokens,
+        "pairs": args.pairs,
+        "concurrency": args.concurrency,
+    }
     for name in rates:
         result[name] = {
             "p50_s": statistics.median(seconds[name]),
@@ -205,6 +231,10 @@ def main(argv=None):
             f"{name:8} {row['p50_s'] * 1000:9.1f} {row['p95_s'] * 1000:9.1f} {row['throughput_rps']:8.2f}  "
             f"{row['statuses']}  blocks {row['block_rps']}"
         )
+    print(
+        f"GET /v1/models p50: ingress {overhead['ingress'] * 1000:.2f} ms, direct {overhead['direct'] * 1000:.2f} ms "
+        f"(the ingress's own cost per request: {(overhead['ingress'] - overhead['direct']) * 1000:.2f} ms)"
+    )
     print(
         f"ratios: p50 {result['p50_ratio']:.3f} (goal <= 1.10), p95 {result['p95_ratio']:.3f}, "
         f"throughput {result['throughput_ratio']:.3f} (goal >= 0.90)"
