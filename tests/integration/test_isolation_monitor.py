@@ -251,6 +251,12 @@ def test_second_run_changes_nothing(monitor):
     assert re.search(r"changed=0\s", run.stdout), run.stdout[-2000:]
 
 
+def test_check_mode_on_the_converged_host_changes_nothing(monitor):
+    run = run_playbook(monitor, "--check")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert re.search(r"changed=0\s", run.stdout), run.stdout[-2000:]
+
+
 def test_bad_settings_are_refused_before_any_change(monitor):
     before = host("sha256sum /etc/enclave/isolation-monitor.json").stdout
     run = run_playbook(monitor, "-e", "isolation_monitor_interval=0.5", "-e", '{"isolation_monitor_canaries": []}')
