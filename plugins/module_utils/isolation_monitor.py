@@ -178,7 +178,7 @@ class Monitor:
             expected = self.expected()
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return [breach("probe_error", where, f"no expected table: {exc}")], live
-        return [breach(kind, where, detail) for kind, detail in nft.differences(expected, live)], live
+        return [breach(kind, where, detail) for kind, detail in nft.collapse(nft.differences(expected, live))], live
 
     def network_breaches(self):
         try:

@@ -120,6 +120,21 @@ def differences(expected, live):
     return found or [("table_changed", "the table differs from the installed rules file")]
 
 
+def collapse(found, limit=3):
+    """At most ``limit`` findings per kind; the rest summed up in one (a flushed table removes every rule)."""
+    kept, counts = [], {}
+    for kind, _detail in found:
+        counts[kind] = counts.get(kind, 0) + 1
+    seen = {}
+    for kind, detail in found:
+        seen[kind] = seen.get(kind, 0) + 1
+        if counts[kind] <= limit or seen[kind] < limit:
+            kept.append((kind, detail))
+        elif seen[kind] == limit:
+            kept.append((kind, f"{counts[kind] - limit + 1} more like: {detail}"))
+    return kept
+
+
 def _run(argv, timeout=10):
     return subprocess.run(
         argv,

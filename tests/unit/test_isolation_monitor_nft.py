@@ -114,3 +114,14 @@ def test_a_changed_set_and_an_added_chain():
     live[3]["set"]["elem"] = [65534]
     live.append({"chain": {**TABLE, "name": "extra", "handle": 50}})
     assert lib.differences(listing(), live) == [("set_changed", "set deny_uids"), ("object_added", "chain extra")]
+
+
+def test_collapse_keeps_a_few_of_each_kind_and_counts_the_rest():
+    found = [("rule_removed", f"rule {n}") for n in range(10)] + [("chain_policy", "output")]
+    assert lib.collapse(found) == [
+        ("rule_removed", "rule 0"),
+        ("rule_removed", "rule 1"),
+        ("rule_removed", "8 more like: rule 2"),
+        ("chain_policy", "output"),
+    ]
+    assert lib.collapse(found[:3]) == found[:3]
