@@ -167,9 +167,10 @@ def breach_entries(since):
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
 
 
-def run_playbook(tmp_path, *extra):
-    settings = tmp_path / "monitor-test.json"
-    settings.write_text(json.dumps(SETTINGS))
+def run_playbook(tmp_path, *extra, settings=None):
+    """playbooks/monitor.yml with the test's settings (``settings={}``: the inventory's own)."""
+    path = tmp_path / "monitor-test.json"
+    path.write_text(json.dumps(SETTINGS if settings is None else settings))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     command = [
         ansible_bin("ansible-playbook"),
@@ -177,7 +178,7 @@ def run_playbook(tmp_path, *extra):
         str(REPO / "inventories" / "lab"),
         str(REPO / "playbooks" / "monitor.yml"),
         "-e",
-        f"@{settings}",
+        f"@{path}",
         *extra,
     ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -209,6 +210,8 @@ def installed_monitor(tmp_path):
     host(f"mkdir -p {unit_dir} && cat > {unit_dir}/{STANDIN_UNIT} <<'EOF'\n{STANDIN_TEXT}EOF")
     as_user("systemctl --user daemon-reload")
     host(f"ip netns add {PROBE_NS} 2>/dev/null; ip -n {PROBE_NS} link set lo up")
+    # site.yml may have installed the monitor for the real vLLM unit: put that back afterwards.
+    was_enabled = host(f"systemctl is-enabled {SERVICE}", check=False).stdout.strip() == "enabled"
     try:
         run = run_playbook(tmp_path)
         assert run.returncode == 0, run.stdout[-3000:]
@@ -221,6 +224,8 @@ def installed_monitor(tmp_path):
         as_user(f"systemctl --user stop {STANDIN_UNIT}", check=False)
         host(f"rm -f {unit_dir}/{STANDIN_UNIT}; ip netns del {PROBE_NS}", check=False)
         as_user("systemctl --user daemon-reload", check=False)
+        if was_enabled:
+            run_playbook(tmp_path, settings={})
 
 
 def lab_prerequisites():
