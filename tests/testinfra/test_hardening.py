@@ -339,6 +339,19 @@ def test_ENC_OS_024_password_policy(host, settings):
     assert "pam_pwquality.so" in host.file("/etc/pam.d/common-password").content_string
 
 
+def test_ENC_OS_025_operational_tools(host, settings):
+    tools = settings["os_hardening_tools"]
+    if not tools:
+        pytest.skip("os_hardening_tools is empty in the inventory")
+    assert [name for name in tools if not host.package(name).is_installed] == []
+    if "needrestart" in tools:
+        listed = host.run("needrestart -b -r l")
+        assert listed.rc == 0, listed.stderr
+        assert "NEEDRESTART-VER" in listed.stdout
+    if "debsums" in tools:
+        assert host.run("debsums -s openssh-server sudo").rc == 0
+
+
 # auditd (ENC-AU-*): only where the kernel lets the host hold audit control.
 
 
