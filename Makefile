@@ -28,6 +28,10 @@ lab: deps
 	lab/up
 	ansible-playbook -i inventories/lab site.yml
 	@echo "lab provisioned; log in with: ssh -i .lab/ssh/id_ed25519 enclave-admin@198.51.100.20"
+	@echo "ask the model over HTTPS as the lab's clinic-app (this machine is on the clinical network):"
+	@echo "  curl --cacert .lab/tls/ca.crt --resolve llm.lab.enclave.invalid:443:203.0.113.200 \\"
+	@echo "    -H \"Authorization: Bearer \$$(cat .lab/ingress/clients/clinic-app.key)\" -H 'Content-Type: application/json' \\"
+	@echo "    https://llm.lab.enclave.invalid/v1/chat/completions -d '{\"model\":\"tiny-r1\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
 
 lab-up: deps
 	lab/up
