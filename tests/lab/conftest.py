@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from labkit import MIRROR, REPO, lab_env, podman
+
+# The lab tests share the integration suite's helpers for the lab host
+# (lab_host.py, netns.py) instead of keeping copies.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 
 @pytest.fixture

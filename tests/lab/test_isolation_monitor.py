@@ -1,5 +1,8 @@
 """The isolation monitor on the lab's enclave host: each breach stops serving, leaves evidence, and clears.
 
+It needs the host converged by site.yml, so it runs in molecule's verify with
+the other lab checks (or by hand after ``make lab``).
+
 Topology (all inside enclave-lab-host, documentation addresses only)::
 
     enclave-lab-host        198.51.100.20  converged by site.yml; the monitor is
@@ -234,6 +237,8 @@ def lab_prerequisites():
     ensure_collection_link()
     if host("systemctl is-system-running --wait", check=False).returncode not in (0, 1):
         pytest.skip(f"{HOST} is not running (lab/up starts it)")
+    if host("nft list table inet enclave", check=False).returncode != 0:
+        pytest.fail(f"{HOST} has no firewall table: converge it with site.yml first (make lab)")
 
 
 @pytest.fixture(scope="module")
