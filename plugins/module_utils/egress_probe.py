@@ -39,12 +39,15 @@ Any other failure (a socket that cannot be opened, an unexpected errno) is an
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import ipaddress
 import json
 import os
 import re
 import secrets
+import select
+import signal
 import socket
 import ssl
 import struct
@@ -707,3 +710,65 @@ def probe(target):
         result = {"error": str(exc)}
     result["duration_ms"] = round((time.monotonic() - start) * 1000, 1)
     return result
+
+
+# Probes that must run in another network namespace or as another user run in
+# a forked child (setns and setuid are one-way for a process), which sends its
+# result back as JSON over a pipe.
+CLONE_NEWNET = 0x40000000
+
+
+def setns_net(path):
+    """Move the calling (single-threaded) process into the network namespace at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if hasattr(os, "setns"):  # Python 3.12+
+            os.setns(fd, CLONE_NEWNET)
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number))
+    finally:
+        os.close(fd)
+
+
+def in_child(work, limit):
+    """Run ``work()`` in a forked child and return the dict it returns, sent back as JSON over a pipe."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the module
+        os.close(read_fd)
+        try:
+            try:
+                result = work()
+            except BaseException as exc:  # everything must reach the parent
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            data = memoryview(json.dumps(result).encode())
+            while data:
+                data = data[os.write(write_fd, data) :]
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    chunks, deadline, finished = [], time.monotonic() + limit, False
+    try:
+        while True:
+            ready, _w, _x = select.select([read_fd], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                break
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                finished = True
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+        _pid, status = os.waitpid(pid, 0)
+    if not finished:
+        return {"error": f"the probe process gave no result within {limit:g} s and was killed"}
+    try:
+        return json.loads(b"".join(chunks))
+    except ValueError:
+        return {"error": f"the probe process exited (wait status {status}) without a result"}

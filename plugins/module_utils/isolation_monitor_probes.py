@@ -12,20 +12,14 @@ container's first process.
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 import pwd
-import select
-import signal
-import time
 
 try:
     from ansible_collections.enclave.llm.plugins.module_utils import egress_probe
 except ImportError:  # installed on the host as plain modules next to each other
     import egress_probe
 
-CLONE_NEWNET = 0x40000000
 CHILD_GRACE_S = 5.0
 
 
@@ -61,17 +55,6 @@ def container_pid(name, uid, proc="/proc"):
     return None
 
 
-def _setns_net(path):
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            number = ctypes.get_errno()
-            raise OSError(number, os.strerror(number))
-    finally:
-        os.close(fd)
-
-
 def _drop_to(user):
     os.setgroups([])
     os.setgid(user.pw_gid)
@@ -80,59 +63,18 @@ def _drop_to(user):
         raise RuntimeError(f"switching to uid {user.pw_uid} did not take effect")
 
 
-def in_child(work, limit):
-    """``work()`` in a forked child; its dict comes back as JSON over a pipe, or an error after ``limit`` s."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            try:
-                result = work()
-            except BaseException as exc:  # everything must reach the parent
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-            data = memoryview(json.dumps(result).encode())
-            while data:
-                data = data[os.write(write_fd, data) :]
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    chunks, deadline, finished = [], time.monotonic() + limit, False
-    try:
-        while True:
-            ready, _w, _x = select.select([read_fd], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                break
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                finished = True
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_fd)
-        if not finished:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    if not finished:
-        return {"error": f"the probe gave no result within {limit:g} s"}
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return {"error": "the probe process exited without a result"}
-
-
 def probe_all(targets, netns_path=None, user=None):
     """Probe every target in one child (joined to ``netns_path``, as ``user``); one result per target."""
 
     def work():
         if netns_path:
-            _setns_net(netns_path)
+            egress_probe.setns_net(netns_path)
         if user is not None:
             _drop_to(user)
         return {"results": [egress_probe.probe(target) for target in targets]}
 
     limit = sum(target["timeout"] for target in targets) + CHILD_GRACE_S
-    outcome = in_child(work, limit)
+    outcome = egress_probe.in_child(work, limit)
     if "error" in outcome:
         return [{"error": outcome["error"]} for _ in targets]
     return outcome["results"]

@@ -255,77 +255,15 @@ mismatched:
   elements: str
 """
 
-import ctypes  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
-import select  # noqa: E402
 import shlex  # noqa: E402
-import signal  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils import egress_probe as lib  # noqa: E402
 
-CLONE_NEWNET = 0x40000000
 CHILD_GRACE_S = 15  # beyond a probe's own timeout: counter reads, fork, setns
-
-
-def setns_net(path):
-    """Move the calling (single-threaded) process into the network namespace at ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if hasattr(os, "setns"):  # Python 3.12+
-            os.setns(fd, CLONE_NEWNET)
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            number = ctypes.get_errno()
-            raise OSError(number, os.strerror(number))
-    finally:
-        os.close(fd)
-
-
-def in_child(work, limit):
-    """Run ``work()`` in a forked child and return the dict it returns, sent back as JSON over a pipe."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into the module
-        os.close(read_fd)
-        try:
-            try:
-                result = work()
-            except BaseException as exc:  # everything must reach the parent
-                result = {"error": f"{type(exc).__name__}: {exc}"}
-            data = memoryview(json.dumps(result).encode())
-            while data:
-                data = data[os.write(write_fd, data) :]
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    chunks, deadline, finished = [], time.monotonic() + limit, False
-    try:
-        while True:
-            ready, _w, _x = select.select([read_fd], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                break
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                finished = True
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_fd)
-        if not finished:
-            os.kill(pid, signal.SIGKILL)
-        _pid, status = os.waitpid(pid, 0)
-    if not finished:
-        return {"error": f"the probe process gave no result within {limit:g} s and was killed"}
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return {"error": f"the probe process exited (wait status {status}) without a result"}
 
 
 def resolve_user(value):
@@ -394,14 +332,14 @@ def probe_here(target, ns_path, user, nft, limit):
     where = f"network namespace {target['netns'] or 'of process ' + str(target['pid'])}"
     if ns_path:
         try:
-            setns_net(ns_path)
+            lib.setns_net(ns_path)
         except OSError as exc:
             return {"error": f"cannot join the {where}: {lib.errno_name(exc.errno)}: {exc.strerror}"}
     try:
         before = read_counter(nft, target["counter"], commands) if target["counter"] else None
     except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
         return {"error": str(exc), "commands": commands}
-    result = lib.probe(target) if user is None else in_child(lambda: as_user_probe(user, target), limit)
+    result = lib.probe(target) if user is None else lib.in_child(lambda: as_user_probe(user, target), limit)
     if target["counter"] and "error" not in result:
         try:
             result["counter_delta"] = read_counter(nft, target["counter"], commands) - before
@@ -443,7 +381,7 @@ def run_target(target, nft):
         report["error"] = problem
         return report, []
     limit = target["timeout"] + CHILD_GRACE_S
-    result = in_child(lambda: probe_here(target, ns_path, user, nft, limit), limit + CHILD_GRACE_S)
+    result = lib.in_child(lambda: probe_here(target, ns_path, user, nft, limit), limit + CHILD_GRACE_S)
     commands = result.pop("commands", [])
     if "error" in result:
         report["error"] = result["error"]
