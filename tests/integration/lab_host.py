@@ -9,7 +9,9 @@ other suites have a conftest module of the same name.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -89,6 +91,31 @@ class Target:
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         result.command = " ".join(command)
         return result
+
+    def run_refused(self, playbook, extra, fragments):
+        """Run PLAYBOOK with the extra variables ``extra``, which it must refuse.
+
+        Asserts one failed task on one host, every fragment in the output (white
+        space does not count), and the host's state digest unchanged; returns the
+        output for further checks.
+        """
+        before = self.state_digest()
+        result = self.run_playbook(playbook, "-e", json.dumps(extra))
+        unchanged = before == self.state_digest()
+        output = result.stdout + result.stderr
+        described = f"$ {result.command}\nrc={result.returncode}\n{output[-4000:]}"
+        assert result.returncode != 0, described
+        assert output.count("fatal: [") == 1, described
+        assert len(re.findall(r"failed=[1-9]", result.stdout)) == 1, described
+        for fragment in fragments:
+            assert squash(fragment) in squash(output), f"missing {fragment!r}\n{described}"
+        assert unchanged, f"the host changed\n{described}"
+        return output
+
+
+def squash(text):
+    """``text`` with every run of white space made one blank (Ansible wraps long messages)."""
+    return " ".join(text.split())
 
 
 def lab_prerequisites():

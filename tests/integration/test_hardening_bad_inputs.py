@@ -9,7 +9,6 @@ nothing: the refusals must come before the first change.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -79,24 +78,10 @@ CASES = [
 ]
 
 
-def squash(text):
-    return " ".join(text.split())
-
-
 @pytest.mark.parametrize(("extra", "fragments"), CASES)
 def test_bad_setting_fails_with_a_clear_message_and_changes_nothing(target, extra, fragments):
-    before = target.state_digest()
-    result = target.run_playbook("hardening.yml", "-e", json.dumps(extra))
-    after = target.state_digest()
-    output = result.stdout + result.stderr
-    described = f"$ {result.command}\nrc={result.returncode}\n{output[-4000:]}"
-    assert result.returncode != 0, described
-    assert output.count("fatal: [") == 1, described
-    assert len(re.findall(r"failed=[1-9]", result.stdout)) == 1, described
-    assert "Nothing was changed" in output, described
-    for fragment in fragments:
-        assert squash(fragment) in squash(output), f"missing {fragment!r}\n{described}"
-    assert before == after, f"the host changed\n{described}"
+    output = target.run_refused("hardening.yml", extra, fragments)
+    assert "Nothing was changed" in output, output[-4000:]
 
 
 def test_good_settings_pass_the_validation(target):

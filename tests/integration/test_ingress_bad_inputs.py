@@ -112,26 +112,12 @@ CASES = [
 ]
 
 
-def squash(text):
-    return " ".join(text.split())
-
-
 @pytest.mark.parametrize(("extra", "fragments"), CASES)
 def test_bad_ingress_setting_fails_with_a_clear_message_and_changes_nothing(target, extra, fragments):
     settings = {"ingress_listen_address": target.address, "vllm_api_key": GOOD_UPSTREAM_KEY, **extra}
-    before = target.state_digest()
-    result = target.run_playbook("ingress.yml", "-e", json.dumps(settings))
-    after = target.state_digest()
-    output = result.stdout + result.stderr
-    described = f"$ {result.command}\nrc={result.returncode}\n{output[-4000:]}"
-    assert result.returncode != 0, described
-    assert output.count("fatal: [") == 1, described
-    assert len(re.findall(r"failed=[1-9]", result.stdout)) == 1, described
-    for fragment in fragments:
-        assert squash(fragment) in squash(output), f"missing {fragment!r}\n{described}"
+    output = target.run_refused("ingress.yml", settings, fragments)
     assert "BEGIN PRIVATE KEY" not in output, "the private key reached the output"
     assert GOOD_UPSTREAM_KEY not in output, "vLLM's key reached the output"
-    assert before == after, f"the host changed\n{described}"
 
 
 def test_good_settings_pass_the_same_checks(target):

@@ -10,9 +10,6 @@ checks that need the service account or the weights.
 
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
 
 IMAGE_BY_TAG = "198.51.100.10:5000/enclave/vllm-cpu:0.32.0"
@@ -46,22 +43,8 @@ CASES = [
 ]
 
 
-def squash(text):
-    return " ".join(text.split())
-
-
 @pytest.mark.parametrize(("extra", "fragments"), CASES)
 def test_bad_setting_fails_with_a_clear_message_and_changes_nothing(target, extra, fragments):
-    before = target.state_digest()
-    result = target.run_playbook("vllm.yml", "-e", json.dumps(extra))
-    after = target.state_digest()
-    output = result.stdout + result.stderr
-    described = f"$ {result.command}\nrc={result.returncode}\n{output[-4000:]}"
-    assert result.returncode != 0, described
-    assert output.count("fatal: [") == 1, described
-    assert len(re.findall(r"failed=[1-9]", result.stdout)) == 1, described
-    for fragment in fragments:
-        assert squash(fragment) in squash(output), f"missing {fragment!r}\n{described}"
+    output = target.run_refused("vllm.yml", extra, fragments)
     if "vllm_api_key" in extra:
-        assert extra["vllm_api_key"] not in output, f"the key shows in the output\n{described}"
-    assert before == after, f"the host changed\n{described}"
+        assert extra["vllm_api_key"] not in output, "the key shows in the output"
