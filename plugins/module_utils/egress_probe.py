@@ -2,10 +2,12 @@
 # Apache License 2.0 (see galaxy.yml)
 """Logic behind the ``egress_probe`` module: validate targets, probe, classify, parse.
 
-The module forks into the requested network namespace and user, then calls
-``probe`` here; everything else in this file is pure and unit-tested without
-root. The only I/O in this file is the probe's own sockets: nothing here forks,
-changes namespace or user, or runs a command.
+The module (and the isolation monitor) forks into the requested network
+namespace and user with ``in_child`` and ``setns_net`` at the end of this file,
+then calls ``probe`` here; everything else in this file is pure and
+unit-tested without root. Apart from those two, the only I/O here is the
+probe's own sockets: nothing else forks, changes namespace or user, or runs a
+command.
 
 A target is plain data::
 

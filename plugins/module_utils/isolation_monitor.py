@@ -34,13 +34,14 @@ import threading
 import time
 
 try:
-    from ansible_collections.enclave.llm.plugins.module_utils import egress_probe
+    from ansible_collections.enclave.llm.plugins.module_utils import atomic_file, egress_probe
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_config as config_lib
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_evidence as evidence
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_network as network
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_nft as nft
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_probes as probes
 except ImportError:  # installed on the host as plain modules next to each other
+    import atomic_file
     import egress_probe
     import isolation_monitor_config as config_lib
     import isolation_monitor_evidence as evidence
@@ -287,7 +288,7 @@ class Monitor:
     def open_gate(self):
         os.makedirs(os.path.dirname(self.config["gate_file"]), mode=0o755, exist_ok=True)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        evidence.write_atomic(self.config["gate_file"], json.dumps({"verified_at": stamp, "host": self.host}) + "\n")
+        atomic_file.write_atomic(self.config["gate_file"], json.dumps({"verified_at": stamp, "host": self.host}) + "\n")
 
     def close_gate(self):
         with contextlib.suppress(FileNotFoundError):
@@ -329,7 +330,7 @@ class Monitor:
                 "alert_only": self.config["alert_only"],
             }
             os.makedirs(self.config["state_dir"], mode=0o755, exist_ok=True)
-            evidence.write_atomic(self.breach_path, json.dumps(state, indent=2) + "\n", mode=0o600)
+            atomic_file.write_atomic(self.breach_path, json.dumps(state, indent=2) + "\n", mode=0o600)
             self._emit(new or found, actions)
 
     def enforce_while_breached(self):
@@ -371,7 +372,7 @@ class Monitor:
         )
         try:
             os.makedirs(folder, mode=0o755, exist_ok=True)
-            evidence.write_atomic(os.path.join(folder, evidence.METRICS_FILE), text)
+            atomic_file.write_atomic(os.path.join(folder, evidence.METRICS_FILE), text)
         except OSError as exc:
             self.log(f"cannot write metrics to {folder}: {exc.strerror}", evidence.PRIORITY_NOTICE)
 

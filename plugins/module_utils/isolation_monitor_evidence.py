@@ -13,7 +13,6 @@ import datetime
 import os
 import socket
 import struct
-import tempfile
 
 # journalctl MESSAGE_ID=... finds every breach, whatever its text.
 MESSAGE_ID_BREACH = "5f1c3a8e9b2d4c6e8a0b1c2d3e4f5a6b"
@@ -145,21 +144,6 @@ def metrics_text(ok, breached, breaches_by_kind, last_check, durations, probe_er
         for name, seconds in sorted(durations.items())
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path, text, mode=0o644):
-    """Replace ``path`` in one rename, so a reader never sees half a file."""
-    folder = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 # --- syslog ------------------------------------------------------------------------

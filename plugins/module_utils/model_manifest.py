@@ -31,10 +31,11 @@ import posixpath
 import re
 import signal
 import stat
-import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+
+from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic
 
 FORMAT_VERSION = 1
 CACHE_FORMAT_VERSION = 1
@@ -739,32 +740,6 @@ def write_cache(cache_path, store, files):
     data = {"format_version": CACHE_FORMAT_VERSION, "store": store, "files": files}
     write_atomic(cache_path, json.dumps(data, sort_keys=True), mode=0o600)
     return ""
-
-
-def _fsync_dir(folder):
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path, text, mode=0o644):
-    """Replace ``path`` with ``text`` atomically (temp file in the same folder, fsync, rename)."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
 
 
 def append_log(path, line):

@@ -266,7 +266,7 @@ def write_if_different(path, data):
                 return False
     except FileNotFoundError:
         pass
-    model_manifest.write_atomic(path, data.decode("utf-8") if isinstance(data, bytes) else data, mode=0o644)
+    model_manifest.write_atomic(path, data, mode=0o644)
     return True
 
 
@@ -277,19 +277,7 @@ def write_signature(path, data):
             os.unlink(path)
             return True
         return False
-    try:
-        with open(path, "rb") as handle:
-            if handle.read() == data:
-                return False
-    except FileNotFoundError:
-        pass
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return True
+    return write_if_different(path, data)
 
 
 def main():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import socket
 import struct
 
@@ -60,15 +59,6 @@ def test_metrics_text():
     assert 'enclave_isolation_breaches_total{kind="table_missing"} 2\n' in text
     assert 'enclave_isolation_last_check_timestamp_seconds{check="fast"} 100.500\n' in text
     assert "enclave_isolation_probe_errors_total 3\n" in text
-
-
-def test_write_atomic_replaces_the_file(tmp_path):
-    path = tmp_path / "m.prom"
-    lib.write_atomic(str(path), "a\n")
-    lib.write_atomic(str(path), "b\n", mode=0o600)
-    assert path.read_text() == "b\n"
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert os.listdir(tmp_path) == ["m.prom"]
 
 
 def test_syslog_line_is_rfc5424_authpriv_critical():
