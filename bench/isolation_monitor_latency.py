@@ -5,7 +5,7 @@
 Runs against the lab's enclave host (lab/up, site.yml applied). Installs the
 monitor with playbooks/monitor.yml and a stand-in for the vLLM unit (a user
 unit of the service account running a rootless container with no network),
-as tests/lab/test_isolation_monitor.py does. Then, for each mode —
+as tests/lab/test_isolation_monitor_breaches.py does. Then, for each mode —
 the monitor as shipped (nft and netlink events, full check every 30 s) and the
 same monitor polling only, every 5 s (the reference design's interval) — it
 injects each kind of breach ``--count`` times from a driver inside the host:
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The test's lab helpers and stand-in unit, and the integration helpers they use.
 sys.path[:0] = [str(REPO / "tests" / "lab"), str(REPO / "tests" / "integration")]
 
-import test_isolation_monitor as lab  # noqa: E402  (the test's lab helpers and stand-in unit)
+import test_isolation_monitor_breaches as lab  # noqa: E402  (the test's lab helpers and stand-in unit)
 
 CONFIG = "/etc/enclave/isolation-monitor.json"
 KINDS = {

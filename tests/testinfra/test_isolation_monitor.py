@@ -1,7 +1,7 @@
 """isolation_monitor: the monitor runs hardened, has proven the isolation, and its evidence is in place.
 
 Checks the live state of a host converged with roles/isolation_monitor; the
-breaches themselves are injected by tests/lab/test_isolation_monitor.py.
+breaches themselves are injected by tests/lab/test_isolation_monitor_breaches.py.
 """
 
 from __future__ import annotations
