@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from enclave_host import REPO
 
 CLINIC = os.environ.get("ENCLAVE_CLINIC_CONTAINER", "enclave-lab-clinic")
@@ -86,3 +88,13 @@ def clinic(endpoint, *calls):
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout)
+
+
+def clinic_endpoint(enclave_vars):
+    """The ingress's address and port from the inventory; skips where there is no clinic to call from."""
+    if (
+        shutil.which("podman") is None
+        or subprocess.run(["podman", "container", "exists", CLINIC], check=False, env=podman_env()).returncode
+    ):
+        pytest.skip(f"no clinical client container {CLINIC} on this machine")
+    return enclave_vars["ingress_listen_address"], int(enclave_vars.get("ingress_port", 443))

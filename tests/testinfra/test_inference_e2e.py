@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import subprocess
 import uuid
 
 import pytest
-from clinic_client import CLINIC, KEY_DIR, clinic, podman_env
+from clinic_client import KEY_DIR, clinic, clinic_endpoint
 from enclave_host import REPO
 
 _spec = importlib.util.spec_from_file_location("make_tiny_r1", REPO / "lab" / "models" / "make_tiny_r1.py")
@@ -36,12 +34,7 @@ _CONVERSATIONS: dict[str, dict] = {}
 def endpoint(enclave_vars):
     if not enclave_vars.get("enclave_serving", True):
         pytest.skip("this inventory sets enclave_serving: false")
-    if (
-        shutil.which("podman") is None
-        or subprocess.run(["podman", "container", "exists", CLINIC], check=False, env=podman_env()).returncode
-    ):
-        pytest.skip(f"no clinical client container {CLINIC} on this machine")
-    return enclave_vars["ingress_listen_address"], int(enclave_vars.get("ingress_port", 443))
+    return clinic_endpoint(enclave_vars)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import subprocess
 import time
 import uuid
 
 import pytest
-from clinic_client import CLINIC, KEY_DIR, clinic, podman_env
+from clinic_client import KEY_DIR, clinic, clinic_endpoint
 
 # An address outside the clinical zone that this machine holds: the lab
 # bridge's gateway, the admin zone's only member.
@@ -29,12 +27,7 @@ NOT_ALLOWLISTED = ["/tokenize", "/detokenize", "/metrics", "/v1/embeddings", "/d
 
 @pytest.fixture
 def endpoint(enclave_vars):
-    if (
-        shutil.which("podman") is None
-        or subprocess.run(["podman", "container", "exists", CLINIC], check=False, env=podman_env()).returncode
-    ):
-        pytest.skip(f"no clinical client container {CLINIC} on this machine")
-    return enclave_vars["ingress_listen_address"], int(enclave_vars.get("ingress_port", 443))
+    return clinic_endpoint(enclave_vars)
 
 
 @pytest.fixture(scope="module")
