@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from labkit import MIRROR, REPO, lab_env, podman
+from labkit import MIRROR, podman
 
 # The lab tests share the integration suite's helpers for the lab host
 # (lab_host.py, netns.py) instead of keeping copies.
@@ -21,4 +21,13 @@ def mirror_stopped():
     try:
         yield MIRROR
     finally:
-        subprocess.run([str(REPO / "lab" / "up")], env=lab_env(), check=True, capture_output=True)
+        # Start the same container again (its registry keeps its images) rather
+        # than run lab/up, which would also touch the converged enclave host.
+        podman("start", MIRROR)
+        for unit in ("apt-cacher-ng", "nginx", "docker-registry"):
+            for _ in range(60):
+                if podman("exec", MIRROR, "systemctl", "is-active", "--quiet", unit, check=False).returncode == 0:
+                    break
+                time.sleep(1)
+            else:
+                raise AssertionError(f"{unit} did not come back in {MIRROR}")
