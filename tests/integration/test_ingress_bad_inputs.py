@@ -131,7 +131,7 @@ def test_good_settings_pass_the_same_checks(target):
     before = target.state_digest()
     result = target.run_playbook("ingress.yml", "--check", "-e", json.dumps(settings))
     output = result.stdout + result.stderr
-    for task in ("Refuse a missing listen address", "Refuse wrong settings, with every reason"):
+    for task in ("Refuse a missing listen address", "ENC-IG-004 | Refuse wrong settings, with every reason"):
         section = output.split(f"TASK [enclave.llm.ingress : {task}", 1)
         assert len(section) == 2, f"{task!r} did not run\n{output[-4000:]}"
         assert section[1].split("TASK [", 1)[0].count(f"ok: [{target.name}]") == 1, output[-4000:]
