@@ -11,7 +11,9 @@ off; the VM lab proves them):
         --ssh-config=.lab/vm/ssh_config --enclave-inventory=inventories/lab_vm
 
 test_ENC_AU_004_audit_trail performs each audited action and finds it in the
-audit log by its key (ausearch -k); its probes are removed afterwards.
+audit log by its key (ausearch -k); its probes are removed afterwards. Tests
+that change the host, as that one does, are marked mutates_host; each control
+also has a read-only test, so an audit (-m "not mutates_host") covers them all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import importlib.util
 import shlex
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -59,13 +62,20 @@ def sshd(host) -> dict:
 
 
 def ssh_attempt(host, *options):
-    """An SSH login from the host to its own sshd without any key: the refusal shows what sshd offers."""
-    return host.run(
+    """An SSH login from the host to its own sshd without any key: the refusal shows what sshd offers.
+
+    The refused ssh exits 255, which testinfra's own SSH backend takes for a lost
+    connection; the exit status is therefore carried in the output instead."""
+    attempt = host.run(
         "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
         "-o IdentitiesOnly=yes -o IdentityFile=/dev/null -o ConnectTimeout=5 "
         + " ".join(shlex.quote(option) for option in options)
-        + " 127.0.0.1 true"
+        + ' 127.0.0.1 true; echo "ssh-exit=$?"'
     )
+    status = attempt.stdout.rstrip().rsplit("ssh-exit=", 1)
+    assert attempt.rc == 0, attempt
+    assert len(status) == 2, attempt
+    return SimpleNamespace(rc=int(status[1]), stdout=status[0], stderr=attempt.stderr)
 
 
 # ENC-OS-001 / ENC-OS-002: the values in force, and persisted.
@@ -107,14 +117,25 @@ def test_ENC_OS_003_uncommon_modules_cannot_load(host, settings):
     for name in settings["os_hardening_modules_blacklist"]:
         assert modprobe_refuses(host, name), f"modprobe would load {name}"
         assert name.replace("-", "_") not in loaded
+
+
+# A module that is not refused gets loaded.
+@pytest.mark.mutates_host
+def test_ENC_OS_003_modprobe_refuses_cramfs(host, settings):
+    require(settings, "os_hardening_modules")
     assert host.run("modprobe cramfs").rc != 0
 
 
 def test_ENC_OS_004_usb_storage_cannot_load(host, settings):
     require(settings, "os_hardening_modules", "os_hardening_usb_storage_disabled")
     assert modprobe_refuses(host, "usb-storage")
-    attempt = host.run("modprobe usb-storage")
-    assert attempt.rc != 0
+    assert "usb_storage" not in lib.parse_lsmod(host.file("/proc/modules").content_string)
+
+
+@pytest.mark.mutates_host
+def test_ENC_OS_004_modprobe_refuses_usb_storage(host, settings):
+    require(settings, "os_hardening_modules", "os_hardening_usb_storage_disabled")
+    assert host.run("modprobe usb-storage").rc != 0
     assert "usb_storage" not in lib.parse_lsmod(host.file("/proc/modules").content_string)
 
 
@@ -137,12 +158,23 @@ def test_ENC_OS_005_tmp_mount_options(host, settings):
     mount = mount_of(host, "/tmp")
     assert mount["fstype"] == "tmpfs"
     assert {"nodev", "nosuid", "noexec"} <= set(mount["options"])
+
+
+# Writes a probe program, runs it and removes it.
+@pytest.mark.mutates_host
+def test_ENC_OS_005_tmp_refuses_to_execute(host, settings):
+    require(settings, "os_hardening_mounts")
     assert cannot_execute_in(host, "/tmp")
 
 
 def test_ENC_OS_006_dev_shm_mount_options(host, settings):
     require(settings, "os_hardening_mounts")
     assert {"nodev", "nosuid", "noexec"} <= set(mount_of(host, "/dev/shm")["options"])
+
+
+@pytest.mark.mutates_host
+def test_ENC_OS_006_dev_shm_refuses_to_execute(host, settings):
+    require(settings, "os_hardening_mounts")
     assert cannot_execute_in(host, "/dev/shm")
 
 
@@ -292,6 +324,19 @@ def test_ENC_OS_021_default_umask(host, settings):
     assert host.check_output("bash -lc umask") == "0" + settings["os_hardening_umask"]
 
 
+def test_ENC_OS_022_aide_finds_no_change_since_the_baseline(host, settings):
+    """Read-only: every converge writes the baseline, so on an untouched host
+    the check is clean and anything it reports is a change nobody converged.
+    Runs before the probe below, which changes /etc."""
+    require(settings, "os_hardening_aide")
+    check = host.run("aide --check --config /etc/aide/aide.conf")
+    assert check.rc < 14, check.stdout[-2000:] + check.stderr
+    # 1, 2, 4: entries added, removed, changed.
+    assert check.rc & 7 == 0, check.stdout[-4000:]
+
+
+# Adds a file under /etc and removes it.
+@pytest.mark.mutates_host
 def test_ENC_OS_022_aide_baseline_matches(host, settings):
     """AIDE has a baseline and reports a file added under /etc. The host may have
     changed since the converge wrote the baseline (another playbook), so the
@@ -424,6 +469,8 @@ def ausearch(host, key, needle, seconds=10):
         time.sleep(1)
 
 
+# Touches /etc/passwd and each watched path.
+@pytest.mark.mutates_host
 def test_ENC_AU_004_audit_trail(host, settings, loaded_rules, enclave_vars):
     """Perform each audited action, then find it in the audit log by its key."""
     tag = uuid.uuid4().hex[:8]
