@@ -81,7 +81,7 @@ def test_chat_completion_over_https_returns_the_reasoning_and_the_answer(convers
     assert "<think>" not in message["content"], "the reasoning parser did not split the reasoning off"
 
 
-def test_the_request_was_logged_without_its_prompt(host, conversation):
+def test_ENC_IG_005_the_request_was_logged_without_its_prompt(host, conversation):
     # The control: the ingress did log this request (so the searches below
     # read logs that are written), naming the application, not the prompt.
     assert conversation["answer"]["status"] == 200
@@ -91,7 +91,7 @@ def test_the_request_was_logged_without_its_prompt(host, conversation):
     assert all(conversation["marker"] not in line for line in lines)
 
 
-def test_the_prompt_is_in_no_journal(host, conversation):
+def test_ENC_VL_005_the_prompt_is_in_no_journal(host, conversation):
     marker = conversation["marker"]
     # The control: an entry written after the request must be found by the
     # same search, or an empty result would prove nothing.
@@ -104,13 +104,13 @@ def test_the_prompt_is_in_no_journal(host, conversation):
     assert marker not in journal.stdout
 
 
-def test_the_prompt_is_in_no_log_file(host, conversation):
+def test_ENC_IG_005_the_prompt_is_in_no_log_file(host, conversation):
     found = host.run("grep -rlF -- %s /var/log", conversation["marker"])
     # grep: 1 is "not found"; 0 lists the files that hold the prompt.
     assert found.rc == 1, f"the prompt was written to: {found.stdout or found.stderr}"
 
 
-def test_the_prompt_is_not_in_vllms_output(host, conversation):
+def test_ENC_VL_005_the_prompt_is_not_in_vllms_output(host, conversation):
     # The container logs to the journal (--log-driver=journald), tagged with
     # its name; its startup lines are the control that the search finds it.
     output = host.run("journalctl --no-pager -o cat CONTAINER_NAME=enclave-vllm")

@@ -10,8 +10,10 @@ should serve comes from the inventory that provisioned it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -38,7 +40,7 @@ def keys():
     return found
 
 
-def test_tls_below_1_2_is_refused_and_1_2_and_1_3_are_accepted(endpoint):
+def test_ENC_IG_001_tls_below_1_2_is_refused_and_1_2_and_1_3_are_accepted(endpoint):
     old, v12, v13 = clinic(endpoint, {"handshake": "TLSv1_1"}, {"handshake": "TLSv1_2"}, {"handshake": "TLSv1_3"})
     assert old["version"] is None
     assert "protocol version" in old["error"] or "unsupported protocol" in old["error"], old
@@ -46,7 +48,7 @@ def test_tls_below_1_2_is_refused_and_1_2_and_1_3_are_accepted(endpoint):
     assert v13["version"] == "TLSv1.3"
 
 
-def test_missing_and_wrong_keys_get_a_json_401(endpoint, keys):
+def test_ENC_IG_003_missing_and_wrong_keys_get_a_json_401(endpoint, keys):
     wrong = "x" * 64
     valid = next(iter(keys.values()))
     for answer in clinic(
@@ -60,7 +62,7 @@ def test_missing_and_wrong_keys_get_a_json_401(endpoint, keys):
         assert json.loads(answer["body"])["error"]["type"] == "unauthorized"
 
 
-def test_valid_key_reaches_vllm(host, endpoint, keys):
+def test_ENC_IG_003_valid_key_reaches_vllm(host, endpoint, keys):
     (answer,) = clinic(endpoint, {"path": "/v1/models", "key": keys["clinic-app"]})
     assert answer["status"] != 401, answer
     # vLLM listens inside its container's network namespace, where the host's
@@ -76,8 +78,29 @@ def _socket_path(host):
     return config.split("server unix:", 1)[1].split(";", 1)[0]
 
 
+def test_ENC_IG_003_client_keys_are_stored_only_as_hashes(host):
+    """nginx knows each application by its key's SHA-256; the key itself is on no file of its.
+
+    Where the client keys are at hand (the lab's, ENCLAVE_INGRESS_KEY_DIR), each
+    one is also looked for in nginx's files; elsewhere only the map is checked.
+    """
+    config = host.file("/etc/nginx/nginx.conf").content_string
+    block = re.search(r"map \$enclave_key_sha256 \$enclave_client \{(.*?)\}", config, re.DOTALL)
+    assert block, "nginx.conf has no map from key hashes to clients"
+    entries = [line.split() for line in block.group(1).splitlines() if line.strip()]
+    clients = {entry[0]: entry[1].rstrip(";") for entry in entries if entry[0] != "default"}
+    assert clients, "no client application is known"
+    assert all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in clients), sorted(clients)
+    keys = {path.stem: path.read_text().strip() for path in KEY_DIR.glob("*.key")}
+    for name, key in keys.items():
+        assert clients.get(hashlib.sha256(key.encode()).hexdigest()) == name, f"{name}'s key hash is not in the map"
+        found = host.run("grep -rlF -- %s /etc/nginx", key)
+        # grep: 1 is "not found"; 0 lists the files that hold the key.
+        assert found.rc == 1, f"{name}'s key is stored in {found.stdout or found.stderr}"
+
+
 @pytest.mark.parametrize("path", NOT_ALLOWLISTED)
-def test_routes_outside_the_allowlist_are_404_for_a_valid_client(endpoint, keys, path):
+def test_ENC_IG_004_routes_outside_the_allowlist_are_404_for_a_valid_client(endpoint, keys, path):
     get, post = clinic(
         endpoint,
         {"path": path, "key": keys["clinic-app"]},
@@ -88,13 +111,13 @@ def test_routes_outside_the_allowlist_are_404_for_a_valid_client(endpoint, keys,
         assert json.loads(answer["body"])["error"]["type"] == "not_found"
 
 
-def test_plain_http_on_the_tls_port_gets_no_answer(endpoint, keys):
+def test_ENC_IG_001_plain_http_on_the_tls_port_gets_no_answer(endpoint, keys):
     plain, control = clinic(endpoint, {"plain": True}, {"path": "/v1/models"})
     assert plain["received"] == "", plain
     assert control["status"] == 401
 
 
-def test_nginx_listens_on_the_clinical_address_only(host, endpoint):
+def test_ENC_IG_002_nginx_listens_on_the_clinical_address_only(host, endpoint):
     address, port = endpoint
     listeners = host.check_output("ss -Hltnp")
     nginx = sorted({line.split()[3] for line in listeners.splitlines() if '"nginx"' in line})
@@ -102,7 +125,7 @@ def test_nginx_listens_on_the_clinical_address_only(host, endpoint):
     assert not [line for line in listeners.splitlines() if line.split()[3].endswith(":80")], listeners
 
 
-def test_security_headers_on_every_answer(endpoint, keys):
+def test_ENC_IG_001_security_headers_on_every_answer(endpoint, keys):
     for answer in clinic(endpoint, {"path": "/v1/models"}, {"path": "/docs", "key": keys["clinic-app"]}):
         headers = answer["headers"]
         assert headers["strict-transport-security"].startswith("max-age=")
@@ -111,7 +134,7 @@ def test_security_headers_on_every_answer(endpoint, keys):
         assert headers["server"] == "nginx", "the version must not show"
 
 
-def test_logs_hold_no_query_string_body_or_key(host, endpoint, keys):
+def test_ENC_IG_005_logs_hold_no_query_string_body_or_key(host, endpoint, keys):
     marker = f"phi-marker-{uuid.uuid4().hex}"
     body = json.dumps({"model": "x", "messages": [{"role": "user", "content": marker}], "max_tokens": 1})
     answers = clinic(
@@ -151,7 +174,7 @@ def _drop_input(host):
     return entry["packets"]
 
 
-def test_non_clinical_source_is_dropped_by_the_firewall(host, endpoint, enclave_vars):
+def test_ENC_FW_001_non_clinical_source_is_dropped_by_the_firewall(host, endpoint, enclave_vars):
     # From the admin zone to the host's admin address: port 443 is open to the
     # clinical zone only. (In the lab, traffic routed from the lab network
     # onto the clinical bridge is masqueraded to the bridge's gateway, so a

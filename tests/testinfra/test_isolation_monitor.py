@@ -35,13 +35,13 @@ def show(host, *properties):
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def test_monitor_runs_and_starts_at_boot(host):
+def test_ENC_MN_001_monitor_runs_and_starts_at_boot(host):
     service = host.service(SERVICE)
     assert service.is_running
     assert service.is_enabled
 
 
-def test_monitor_is_hardened(host):
+def test_ENC_MN_002_monitor_is_hardened(host):
     props = show(host, "ProtectSystem", "NoNewPrivileges", "CapabilityBoundingSet", "PrivateTmp", "RestrictNamespaces")
     assert props["ProtectSystem"] == "strict"
     assert props["NoNewPrivileges"] == "yes"
@@ -51,27 +51,27 @@ def test_monitor_is_hardened(host):
     assert held <= ALLOWED_CAPABILITIES, held - ALLOWED_CAPABILITIES
 
 
-def test_settings_are_root_owned_and_name_canaries(host, settings):
+def test_ENC_MN_003_settings_are_root_owned_and_name_canaries(host, settings):
     config = host.file(CONFIG)
     assert (config.user, config.group, config.mode) == ("root", "root", 0o644)
     assert settings["canaries"], "no canary"
     assert settings["alert_only"] is False
 
 
-def test_isolation_is_proven_and_the_gate_is_open(host, settings):
+def test_ENC_MN_004_isolation_is_proven_and_the_gate_is_open(host, settings):
     status = host.run("enclave-isolation status")
     assert status.rc == 0, status.stdout
     assert host.file(settings["gate_file"]).exists
     assert not host.file(f"{settings['state_dir']}/isolation-breach.json").exists
 
 
-def test_a_check_now_finds_nothing(host):
+def test_ENC_MN_005_a_check_now_finds_nothing(host):
     check = host.run("enclave-isolation check")
     assert check.rc == 0, check.stdout
     assert "isolation verified" in check.stdout
 
 
-def test_metrics_say_ok_and_are_fresh(host, settings):
+def test_ENC_MN_006_metrics_say_ok_and_are_fresh(host, settings):
     text = host.file(f"{settings['metrics_dir']}/enclave_isolation.prom").content_string
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert values["enclave_isolation_ok"] == "1"

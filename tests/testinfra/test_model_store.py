@@ -32,13 +32,26 @@ def account(enclave_vars) -> str:
     return enclave_vars.get("podman_rootless_user", "enclave-llm")
 
 
-def test_current_points_at_the_pinned_revision(host, store):
+def test_ENC_MS_001_revisions_are_stored_by_name_and_full_commit(host, store):
+    """<root>/<name>/ holds only full-commit revision folders, the current link and the manifest cache."""
+    listing = host.check_output("find %s -mindepth 1 -maxdepth 1 -printf '%%y %%f\\n'", store["base"]).splitlines()
+    assert f"d {store['revision']}" in listing, listing
+    for line in listing:
+        kind, name = line.split(" ", 1)
+        expected = (kind == "d" and re.fullmatch(r"[0-9a-f]{40}", name)) or (kind, name) in {
+            ("l", "current"),
+            ("d", ".manifest-cache"),
+        }
+        assert expected, f"{store['base']}/{name} is not a revision the store manages ({kind})"
+
+
+def test_ENC_MS_003_current_points_at_the_pinned_revision(host, store):
     current = host.file(f"{store['base']}/current")
     assert current.is_symlink
     assert current.linked_to == store["path"]
 
 
-def test_the_revision_is_root_owned_and_read_only(host, store):
+def test_ENC_MS_002_the_revision_is_root_owned_and_read_only(host, store):
     listing = host.check_output("find %s -printf '%%y %%m %%u %%g %%P\\n'", store["path"]).splitlines()
     assert listing, f"{store['path']} is empty"
     for line in listing:
@@ -52,7 +65,7 @@ def test_the_revision_is_root_owned_and_read_only(host, store):
             assert (info.user, oct(info.mode)[2:]) == ("root", mode), folder
 
 
-def test_the_files_match_the_manifest_in_full(host, store):
+def test_ENC_MS_004_the_files_match_the_manifest_in_full(host, store):
     manifest = json.loads(host.file(f"{store['path']}/manifest.json").content_string)
     assert manifest["revision"] == store["revision"]
     listed = {entry["path"]: entry["sha256"] for entry in manifest["files"]}
@@ -64,7 +77,7 @@ def test_the_files_match_the_manifest_in_full(host, store):
     assert actual == listed
 
 
-def test_the_manifest_signature_verifies_with_the_installed_key(host, store, enclave_vars):
+def test_ENC_MS_005_the_manifest_signature_verifies_with_the_installed_key(host, store, enclave_vars):
     keys_dir = enclave_vars.get("model_store_keyring_dir", "/etc/enclave/model-keys")
     keys = host.check_output("find %s -maxdepth 1 -type f", keys_dir).split()
     assert keys, f"no manifest-signing key in {keys_dir}"
@@ -74,7 +87,8 @@ def test_the_manifest_signature_verifies_with_the_installed_key(host, store, enc
     assert re.search(r"Good signature", result.stderr)
 
 
-def test_the_service_account_reads_but_cannot_write_the_weights(host, store, account):
+@pytest.mark.mutates_host
+def test_ENC_MS_002_the_service_account_reads_but_cannot_write_the_weights(host, store, account):
     shard = host.check_output("find %s -name '*.safetensors' -print -quit", store["path"])
     read = host.run("runuser -u %s -- head -c 16 %s", account, shard)
     assert read.rc == 0, read.stderr  # the control: the account can read the weights

@@ -21,7 +21,7 @@ def _mirror_prefixes(enclave_vars) -> list[str]:
     return [u.rstrip("/") + "/" for u in urls if u]
 
 
-def test_apt_uses_only_the_mirror(host, enclave_vars):
+def test_ENC_MR_001_apt_uses_only_the_mirror(host, enclave_vars):
     uris = _apt_repository_uris(host)
     prefixes = _mirror_prefixes(enclave_vars)
     assert uris, "apt has no repository at all: the sources were emptied, not replaced"
@@ -32,33 +32,35 @@ def test_apt_uses_only_the_mirror(host, enclave_vars):
     )
 
 
-def test_no_other_source_definitions(host):
+def test_ENC_MR_002_no_other_source_definitions(host):
     leftovers = host.check_output(
         "find /etc/apt/sources.list.d -maxdepth 1 -type f \\( -name '*.list' -o -name '*.sources' \\)"
     )
     assert leftovers == "", f"source definitions besides the mirror remain: {leftovers}"
 
 
-def test_every_source_is_pinned_to_the_mirror_keys(host):
+def test_ENC_MR_003_every_source_is_pinned_to_the_mirror_keys(host):
     lines = [line for line in host.file("/etc/apt/sources.list").content_string.splitlines() if line.startswith("deb")]
     assert lines
     for line in lines:
         assert "signed-by=/etc/apt/keyrings/enclave-mirror/" in line, f"source without a pinned key: {line}"
 
 
-def test_pinned_keys_are_the_inventory_keys(host, enclave_vars):
+def test_ENC_MR_003_pinned_keys_are_the_inventory_keys(host, enclave_vars):
     names = sorted(host.check_output("ls /etc/apt/keyrings/enclave-mirror").split())
     expected = sorted(p.rsplit("/", 1)[-1] for p in enclave_vars["enclave_mirror"]["apt_keyring_files"])
     assert names == expected
 
 
-def test_removed_sources_were_kept(host):
+def test_ENC_MR_002_removed_sources_were_kept(host):
     backups = host.file("/var/backups/enclave/package-sources")
     assert backups.is_directory
     assert backups.mode == 0o700
 
 
-def test_mirror_indexes_verify(host):
+# apt-get update rewrites the package lists under /var/lib/apt.
+@pytest.mark.mutates_host
+def test_ENC_MR_003_mirror_indexes_verify(host):
     # A fresh update must pass with no warning: signatures verify with the
     # pinned keys and every suite exists on the mirror.
     result = host.run("apt-get update 2>&1")
@@ -76,7 +78,7 @@ def pip_conf(host) -> configparser.ConfigParser:
     return parser
 
 
-def test_pip_uses_only_the_wheelhouse(pip_conf, enclave_vars):
+def test_ENC_MR_004_pip_uses_only_the_wheelhouse(pip_conf, enclave_vars):
     glob = pip_conf["global"]
     wheelhouse = enclave_vars["enclave_mirror"]["pip_index_url"]
     if glob.get("no-index") == "true":

@@ -10,8 +10,13 @@ Commands run as the account through its own systemd instance, as its units do.
 from __future__ import annotations
 
 import json
+import tomllib
 
 import pytest
+import yaml
+from enclave_host import REPO
+
+ROLE_DEFAULTS = yaml.safe_load((REPO / "roles" / "podman_rootless" / "defaults" / "main.yml").read_text())
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def accepted_image(host, account, images) -> str:
     return images["accepted"]
 
 
-def test_account_is_a_system_user_without_login(host, account):
+def test_ENC_PD_001_account_is_a_system_user_without_login(host, account):
     user = host.user(account)
     assert user.exists
     assert user.uid < 1000, f"{account} has uid {user.uid}, not a system uid"
@@ -59,7 +64,7 @@ def test_account_is_a_system_user_without_login(host, account):
     assert user.groups == [user.group], f"supplementary groups: {user.groups}"
 
 
-def test_account_cannot_sudo(host, account):
+def test_ENC_PD_001_account_cannot_sudo(host, account):
     listed = host.run("sudo --list --other-user=%s", account)
     assert f"{account} is not allowed to run sudo" in listed.stdout + listed.stderr, listed.stdout
     tried = host.run("runuser -u %s -- sudo --non-interactive true", account)
@@ -67,7 +72,7 @@ def test_account_cannot_sudo(host, account):
 
 
 @pytest.mark.parametrize("kind", ["subuid", "subgid"])
-def test_account_has_exactly_one_subordinate_range(host, enclave_vars, account, kind):
+def test_ENC_PD_002_account_has_exactly_one_subordinate_range(host, enclave_vars, account, kind):
     start = int(enclave_vars.get("podman_rootless_subid_start", 1000000000))
     count = int(enclave_vars.get("podman_rootless_subid_count", 65536))
     uid = str(host.user(account).uid)
@@ -85,7 +90,19 @@ def test_account_systemd_instance_runs_without_login(host, account):
     assert host.service(f"user@{uid}.service").is_running
 
 
-def test_account_cannot_replace_its_container_configuration(host, account):
+def test_ENC_PD_003_container_configuration_belongs_to_root(host, account):
+    """The account's home and container configuration are root's and not writable by the account's group or others."""
+    home = host.user(account).home
+    config = f"{home}/.config/containers"
+    for path in (home, f"{home}/.config", config, f"{config}/policy.json", f"{config}/registries.conf"):
+        info = host.file(path)
+        assert info.exists, path
+        assert (info.user, info.mode & 0o022) == ("root", 0), f"{path}: {info.user} {oct(info.mode)}"
+
+
+# Each attempt writes when the control it checks has failed.
+@pytest.mark.mutates_host
+def test_ENC_PD_003_account_cannot_replace_its_container_configuration(host, account):
     home = host.user(account).home
     config = f"{home}/.config/containers"
     for path in (home, f"{home}/.config", config, f"{config}/policy.json", f"{config}/registries.conf"):
@@ -100,7 +117,7 @@ def test_account_cannot_replace_its_container_configuration(host, account):
         assert "Permission denied" in result.stderr, f"{attempt}: {result.stderr}"
 
 
-def test_policy_rejects_by_default_and_accepts_only_the_internal_registry(host, account, registry):
+def test_ENC_PD_005_policy_rejects_by_default_and_accepts_only_the_internal_registry(host, account, registry):
     home = host.user(account).home
     expected = {
         "/etc/containers/policy.json": ("containers-storage", "[overlay@/var/lib/containers/storage]"),
@@ -115,14 +132,44 @@ def test_policy_rejects_by_default_and_accepts_only_the_internal_registry(host, 
     assert host.file(f"{home}/images").mode == 0o755
 
 
-def test_container_of_the_account_has_only_loopback(host, account, accepted_image):
+def test_ENC_PD_007_account_containers_default_to_no_network(host, account):
+    """A container the account starts gets no network unless its unit asks for one."""
+    path = f"{host.user(account).home}/.config/containers/containers.conf"
+    conf = tomllib.loads(host.file(path).content_string)
+    assert conf["containers"]["netns"] == "none", path
+    assert host.file(path).user == "root", path
+
+
+# Runs a container in the account's storage.
+@pytest.mark.mutates_host
+def test_ENC_PD_007_container_of_the_account_has_only_loopback(host, account, accepted_image):
     links = as_account(host, account, "podman", "run", "--rm", accepted_image, "ip", "-o", "link")
     assert links.rc == 0, links.stderr
     names = [line.split(":")[1].strip() for line in links.stdout.splitlines()]
     assert names == ["lo"], links.stdout
 
 
-def test_short_name_is_refused(host, account, accepted_image):
+def test_ENC_PD_004_podman_searches_no_registry_and_blocks_public_ones(host, account, registry, enclave_vars):
+    """What the account's Podman has loaded (podman info), and the files it loaded it from."""
+    info = as_account(host, account, "podman", "info", "--format=json")
+    assert info.rc == 0, info.stderr
+    registries = json.loads(info.stdout)["registries"]
+    assert not registries.get("search"), registries
+    name = "podman_rootless_blocked_registries"
+    blocked = enclave_vars.get(name) or ROLE_DEFAULTS[name]
+    for path in ("/etc/containers/registries.conf", f"{host.user(account).home}/.config/containers/registries.conf"):
+        conf = tomllib.loads(host.file(path).content_string)
+        assert conf["unqualified-search-registries"] == [], path
+        assert conf["short-name-mode"] == "enforcing", path
+        entries = {entry["location"]: entry.get("blocked", False) for entry in conf.get("registry", [])}
+        assert entries.pop(registry, None) is False, f"{path}: the internal registry {registry} is blocked or missing"
+        assert set(blocked) <= set(entries), f"{path}: {sorted(set(blocked) - set(entries))} not listed"
+        assert all(entries.values()), f"{path}: registries not blocked: {[n for n, b in entries.items() if not b]}"
+
+
+# A pull that is not refused stores an image.
+@pytest.mark.mutates_host
+def test_ENC_PD_004_short_name_is_refused(host, account, accepted_image):
     # Podman records an alias for every image it loads (the accepted one
     # resolves to the internal registry): ask for a name it has never seen.
     result = as_account(host, account, "podman", "pull", "enclave-never-loaded")
@@ -130,13 +177,16 @@ def test_short_name_is_refused(host, account, accepted_image):
     assert "did not resolve to an alias and no unqualified-search registries are defined" in result.stderr
 
 
-def test_public_registry_is_blocked(host, account, accepted_image):
+@pytest.mark.mutates_host
+def test_ENC_PD_004_public_registry_is_blocked(host, account, accepted_image):
     result = as_account(host, account, "podman", "pull", "docker.io/library/busybox:latest")
     assert result.rc != 0
     assert "registry docker.io is blocked" in result.stderr, result.stderr
 
 
-def test_archive_outside_the_handover_folder_is_rejected(host, account, accepted_image):
+# Pulls, saves and removes images as root.
+@pytest.mark.mutates_host
+def test_ENC_PD_005_archive_outside_the_handover_folder_is_rejected(host, account, accepted_image):
     """The same bytes as the accepted image, saved by root into a folder other
     than the hand-over one."""
     archive = "/tmp/enclave-policy-test.tar"
@@ -156,7 +206,8 @@ def test_archive_outside_the_handover_folder_is_rejected(host, account, accepted
     assert f"oci-archive: Source image rejected: Running image oci-archive:{archive}" in result.stderr, result.stderr
 
 
-def test_root_pull_of_a_signed_internal_image_succeeds_and_an_unsigned_one_is_rejected(
+@pytest.mark.mutates_host
+def test_ENC_PD_005_root_pull_of_a_signed_internal_image_succeeds_and_an_unsigned_one_is_rejected(
     host, enclave_vars, images, accepted_image
 ):
     if enclave_vars.get("podman_rootless_trust", "signed") != "signed":
@@ -170,13 +221,14 @@ def test_root_pull_of_a_signed_internal_image_succeeds_and_an_unsigned_one_is_re
     assert host.run("podman image exists %s", images["unsigned"]).rc == 1
 
 
-def test_root_cannot_pull_from_a_public_registry_either(host):
+@pytest.mark.mutates_host
+def test_ENC_PD_004_root_cannot_pull_from_a_public_registry_either(host):
     result = host.run("podman pull docker.io/library/busybox:latest")
     assert result.rc != 0
     assert "registry docker.io is blocked" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("unit", ["podman.socket", "podman.service", "podman-auto-update.timer"])
-def test_rootful_podman_units_are_masked(host, unit):
+def test_ENC_PD_006_rootful_podman_units_are_masked(host, unit):
     state = host.run("systemctl is-enabled %s", unit).stdout.strip()
     assert state == "masked"

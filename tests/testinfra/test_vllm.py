@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 from enclave_host import REPO
@@ -21,6 +22,7 @@ _spec.loader.exec_module(tiny_r1)
 
 SERVICE = "enclave-vllm.service"
 CONTAINER = "enclave-vllm"
+MONITOR_CONFIG = "/etc/enclave/isolation-monitor.json"
 
 
 @pytest.fixture
@@ -104,7 +106,7 @@ def test_service_is_active_in_the_accounts_systemd(host, account):
     assert result.stdout.strip() == "active", result.stdout + result.stderr
 
 
-def test_container_runs_rootless_as_the_account(host, account, container):
+def test_ENC_VL_003_container_runs_rootless_as_the_account(host, account, container):
     pid = container["State"]["Pid"]
     assert pid > 0
     uid_line = host.file(f"/proc/{pid}/status").content_string
@@ -112,18 +114,46 @@ def test_container_runs_rootless_as_the_account(host, account, container):
     assert set(uids) == {str(host.user(account).uid)}, f"the container's main process runs as uids {uids}"
 
 
-def test_container_has_only_loopback(host, account):
+def test_ENC_VL_004_container_runs_a_pinned_image_from_the_internal_registry(container, enclave_vars):
+    registry = enclave_vars.get("podman_rootless_registry") or enclave_vars["enclave_mirror"]["registry"]
+    image = container["ImageName"]
+    assert image.startswith(f"{registry}/"), f"{image} is not from the internal registry {registry}"
+    if enclave_vars.get("enclave_profile", "production") == "production":
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image), f"{image} is not pinned by digest"
+
+
+def test_ENC_VL_007_service_starts_only_through_the_isolation_gate(host, account):
+    """The unit refuses to start without the gate the isolation monitor opens; it runs, so the gate is open."""
+    gate = json.loads(host.file(MONITOR_CONFIG).content_string)["gate_file"]
+    unit = host.run("systemctl --user --machine=%s@ show -p FragmentPath --value %s", account, SERVICE)
+    assert unit.rc == 0, unit.stderr
+    lines = host.file(unit.stdout.strip()).content_string.splitlines()
+    assert f"ExecStartPre=/usr/bin/test -f {gate}" in lines, f"{unit.stdout.strip()} does not wait for {gate}"
+    assert host.file(gate).exists, "vLLM runs while the isolation gate is closed"
+
+
+def test_ENC_VL_001_container_has_only_loopback(host, account):
     result = as_account(host, account, "podman", "exec", CONTAINER, "cat", "/proc/net/dev")
     assert result.rc == 0, result.stderr
     devices = [line.split(":")[0].strip() for line in result.stdout.splitlines()[2:]]
     assert devices == ["lo"]
 
 
-def test_container_network_mode_is_none(container):
+def test_ENC_VL_001_container_network_mode_is_none(container):
     assert container["HostConfig"]["NetworkMode"] == "none"
 
 
-def test_root_filesystem_is_read_only(host, account, container):
+def test_ENC_VL_003_root_is_mounted_read_only(host, container):
+    """The container's own view of its mounts, read from the host: / is mounted ro."""
+    mountinfo = host.file(f"/proc/{container['State']['Pid']}/mountinfo").content_string
+    roots = [line.split() for line in mountinfo.splitlines() if line.split()[4] == "/"]
+    assert roots, mountinfo
+    # The last mount on / is the one the process sees.
+    assert "ro" in roots[-1][5].split(","), " ".join(roots[-1])
+
+
+@pytest.mark.mutates_host
+def test_ENC_VL_003_root_filesystem_is_read_only(host, account, container):
     assert container["HostConfig"]["ReadonlyRootfs"] is True
     result = as_account(host, account, "podman", "exec", CONTAINER, "touch", "/opt/vllm/probe")
     assert result.rc != 0
@@ -132,7 +162,7 @@ def test_root_filesystem_is_read_only(host, account, container):
     assert scratch.rc == 0, f"the tmpfs scratch is not writable: {scratch.stderr}"
 
 
-def test_no_capabilities_and_no_new_privileges(host, account):
+def test_ENC_VL_003_no_capabilities_and_no_new_privileges(host, account):
     result = as_account(host, account, "podman", "exec", CONTAINER, "cat", "/proc/1/status")
     assert result.rc == 0, result.stderr
     fields = dict(line.split(":\t", 1) for line in result.stdout.splitlines() if ":\t" in line)
@@ -141,19 +171,19 @@ def test_no_capabilities_and_no_new_privileges(host, account):
     assert fields["NoNewPrivs"].strip() == "1"
 
 
-def test_model_is_mounted_read_only(container):
+def test_ENC_VL_003_model_is_mounted_read_only(container):
     (mount,) = [m for m in container["Mounts"] if m["Destination"] == "/models"]
     assert mount["RW"] is False
 
 
-def test_environment_is_offline(container):
+def test_ENC_VL_003_environment_is_offline(container):
     env = dict(item.split("=", 1) for item in container["Config"]["Env"])
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK"):
         assert env.get(name) == "1", name
     assert env.get("VLLM_HOST_IP") == "127.0.0.1"
 
 
-def test_key_is_in_no_command_line_or_unit(host, account, container, api_key):
+def test_ENC_VL_006_key_is_in_no_command_line_or_unit(host, account, container, api_key):
     """Every user on the host can read command lines and the unit; the key is in neither."""
     cmdline = host.file(f"/proc/{container['State']['Pid']}/cmdline").content_string
     assert api_key not in cmdline
@@ -162,26 +192,26 @@ def test_key_is_in_no_command_line_or_unit(host, account, container, api_key):
     assert api_key not in host.file(unit.stdout.strip()).content_string
 
 
-def test_request_logging_is_off(container):
+def test_ENC_VL_005_request_logging_is_off(container):
     args = container["Config"]["Cmd"] or container["Args"]
     assert "--enable-log-requests" not in args
     level = args[args.index("--uvicorn-log-level") + 1]
     assert level not in ("debug", "trace")
 
 
-def test_socket_folder_is_not_world_accessible(host, socket_dir, enclave_vars):
+def test_ENC_VL_002_socket_folder_is_not_world_accessible(host, socket_dir, enclave_vars):
     folder = host.file(socket_dir)
     assert folder.is_directory
     assert folder.mode & 0o007 == 0, oct(folder.mode)
     assert folder.group == enclave_vars.get("vllm_socket_group", "enclave-inference")
 
 
-def test_health_answers_on_the_socket(host, socket_path):
+def test_ENC_VL_002_health_answers_on_the_socket(host, socket_path):
     status, _ = request(host, socket_path, "/health")
     assert status == 200
 
 
-def test_chat_without_key_is_refused(host, socket_path, served_name, api_key):
+def test_ENC_VL_006_chat_without_key_is_refused(host, socket_path, served_name, api_key):
     status, body = chat(host, socket_path, served_name)
     assert status == 401, body
     status, _ = chat(host, socket_path, served_name, key="x" * 40)
