@@ -230,28 +230,36 @@ def _collection_note(reference, collection_errors):
     return ""
 
 
-def control_result(control, index, collection_errors=()):
+def _base_nodeid(nodeid):
+    return nodeid.split("[", 1)[0]
+
+
+def control_result(control, index, collection_errors=(), deselected=frozenset()):
     """The status of one control from its tests' results, before waivers.
 
     failed: a test failed or errored. not_verified: a host-suite reference has
-    no result at all (deselected, not collected, or the run stopped), or the
-    control names no host-suite test; "not run" never reads as passed, even when
-    another of its tests passed. passed: a test passed. not_applicable: every
+    no result at all (not collected, or the run stopped), every reference was
+    deselected, or the control names no host-suite test; "not run" never reads
+    as passed, even when another of its tests passed. A reference deselected on
+    purpose (a test that changes the host, left out of a read-only audit) is
+    listed as such and counts neither way. passed: a test passed. not_applicable: every
     result skipped (the area is off on this host; the skip reasons are kept).
     """
     references, tests, missing = [], [], []
     for reference in control["tests"]:
         in_audit = reference.startswith(HOST_SUITES)
         results = index.get(reference, []) if in_audit else []
+        left_out = in_audit and not results and reference in deselected
         references.append(
             {
                 "reference": reference,
-                "in_host_audit": in_audit,
+                "in_host_audit": in_audit and not left_out,
+                "deselected": left_out,
                 "results": len(results),
                 "outcomes": sorted({r["outcome"] for r in results}),
             }
         )
-        if in_audit and not results:
+        if in_audit and not results and not left_out:
             missing.append(reference)
         tests.extend({**result, "reference": reference} for result in results)
     outcomes = [test["outcome"] for test in tests]
@@ -263,7 +271,10 @@ def control_result(control, index, collection_errors=()):
         status = "failed"
     elif not audited:
         status = "not_verified"
-        message = f"the catalogue names no test under {HOST_SUITES} for this control: nothing on the host verifies it"
+        message = (
+            f"the catalogue names no test under {HOST_SUITES} for this control that the audit ran: "
+            "nothing on the host verified it"
+        )
     elif missing:
         status = "not_verified"
         message = "; ".join(f"no result for {ref}{_collection_note(ref, collection_errors)}" for ref in missing) + (
@@ -325,10 +336,11 @@ def build_evidence(
     """Everything the bundle says about ``host``, as one JSON-ready dict."""
     index = index_results(results["tests"])
     collection_errors = results.get("collection_errors") or []
+    deselected = {_base_nodeid(nodeid) for nodeid in results.get("deselected") or []}
     controls, referenced = [], set()
     for control in catalogue["controls"]:
         referenced.update(control["tests"])
-        result = control_result(control, index, collection_errors)
+        result = control_result(control, index, collection_errors, deselected)
         controls.append({**control, **apply_waiver(result, control["id"], host, waivers, today)})
     counts = empty_counts()
     for control in controls:

@@ -113,6 +113,7 @@ class EvidenceRecorder:
         self.started = now_iso()
         self.tests = []
         self.collection_errors = []
+        self.deselected = []
         self.outside = []
         self.current = None
         self.phase = None
@@ -261,6 +262,11 @@ class EvidenceRecorder:
         self.tests.append(test)
         self.current = None
 
+    def pytest_deselected(self, items):
+        # Deselected (e.g. -m "not mutates_host") is recorded as such, so a
+        # reader can tell "left out on purpose" from "did not run".
+        self.deselected.extend(item.nodeid for item in items)
+
     def pytest_collectreport(self, report):
         if report.failed:
             self.collection_errors.append(
@@ -276,6 +282,7 @@ class EvidenceRecorder:
             "pytest_exit": int(exitstatus),
             "tests": self.tests,
             "collection_errors": self.collection_errors,
+            "deselected": self.deselected,
             "commands_outside_tests": self.outside,
         }
         write_atomic(self.path, json.dumps(document, indent=1, ensure_ascii=True) + "\n")

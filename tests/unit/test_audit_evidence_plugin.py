@@ -157,6 +157,16 @@ def test_a_failed_test_keeps_its_failure_and_raw_output(recorded):
     assert command["stderr"] == "err\n"
 
 
+def test_deselected_tests_are_listed_apart(tmp_path):
+    make_suite(tmp_path)
+    completed = run_pytest(
+        tmp_path, "-p", "audit_evidence", "--enclave-evidence=tests.json", "-k", "not test_fails", "tests/testinfra"
+    )
+    document = json.loads((tmp_path / "tests.json").read_text())
+    assert [nodeid.split("::")[1] for nodeid in document["deselected"]] == ["test_fails[local]"], completed.stdout
+    assert all("test_fails" not in test["nodeid"] for test in document["tests"])
+
+
 def test_a_skip_keeps_its_reason(recorded):
     test = recorded["_by_node"][NODE.format("test_skips")]
     assert (test["outcome"], test["message"], test["commands"]) == ("skipped", "not on this host", [])

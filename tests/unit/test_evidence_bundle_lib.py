@@ -82,9 +82,9 @@ def catalogue_of(*controls):
     return {"controls": [{**c, "family": "ZZ"} for c in controls]}
 
 
-def status_of(ctrl, *tests, waivers=(), host="llm01", today=TODAY, collection_errors=()):
+def status_of(ctrl, *tests, waivers=(), host="llm01", today=TODAY, collection_errors=(), deselected=()):
     index = lib.index_results(list(tests))
-    found = lib.control_result(ctrl, index, list(collection_errors))
+    found = lib.control_result(ctrl, index, list(collection_errors), set(deselected))
     return lib.apply_waiver(found, ctrl["id"], host, list(waivers), today)
 
 
@@ -196,6 +196,30 @@ def test_one_reference_without_a_result_leaves_the_control_unverified_even_when_
     assert found["status"] == "not_verified"
     assert f"{SUITE}::test_b" in found["message"]
     assert f"{SUITE}::test_a" not in found["message"]
+
+
+def test_a_reference_deselected_on_purpose_counts_neither_way():
+    ctrl = control(1, f"{SUITE}::test_a", f"{SUITE}::test_changes_host")
+    found = status_of(ctrl, result("test_a"), deselected=[f"{SUITE}::test_changes_host"])
+    assert found["status"] == "passed"
+    assert [r["deselected"] for r in found["references"]] == [False, True]
+
+
+def test_a_control_whose_every_reference_was_deselected_is_not_verified():
+    ctrl = control(1, f"{SUITE}::test_changes_host")
+    found = status_of(ctrl, deselected=[f"{SUITE}::test_changes_host"])
+    assert found["status"] == "not_verified"
+    assert "that the audit ran" in found["message"]
+
+
+def test_deselected_nodeids_are_matched_without_their_parameters(tmp_path):
+    ctrl = control(1, f"{SUITE}::test_a", f"{SUITE}::test_changes_host")
+    results = {
+        "tests": [result("test_a")],
+        "deselected": [f"{SUITE}::test_changes_host[ansible://llm01]"],
+    }
+    evidence = lib.build_evidence("llm01", {"controls": [ctrl]}, results, [], TODAY)
+    assert evidence["controls"][0]["status"] == "passed"
 
 
 def test_a_failure_outweighs_a_missing_result():
