@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION_LINK := .collections/ansible_collections/enclave/llm
 
-.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy test lint unit integration molecule build-collection
+.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy audit controls-doc test lint unit integration molecule build-collection
 
 deps: $(VENV)/.installed $(COLLECTION_LINK)
 	@lab/install-deps
@@ -50,6 +50,15 @@ lab-vm: deps
 
 lab-vm-destroy:
 	lab/vm/down
+
+# The compliance re-run on the lab (docs/audit.md): evidence under evidence/.
+audit: deps
+	ansible-playbook -i inventories/lab playbooks/audit.yml
+
+# docs/controls.md is generated from docs/controls.yml.
+controls-doc: deps
+	PYTHONPATH=.collections python3 -m ansible_collections.enclave.llm.plugins.module_utils.control_catalogue \
+		docs/controls.yml > docs/controls.md
 
 test: deps
 	tests/run-stages
