@@ -117,6 +117,7 @@ class EvidenceRecorder:
         self.outside = []
         self.current = None
         self.phase = None
+        self.depth = 0
         self._restore = None
 
     def check_writable(self):
@@ -141,7 +142,15 @@ class EvidenceRecorder:
 
         @functools.wraps(original)
         def run(host, command, *args, **kwargs):
-            return recorder.record(host, original, command, args, kwargs)
+            # The ansible backend runs each command through a Host of its own
+            # (ssh, local...): only the test's own call is recorded, once.
+            if recorder.depth:
+                return original(host, command, *args, **kwargs)
+            recorder.depth += 1
+            try:
+                return recorder.record(host, original, command, args, kwargs)
+            finally:
+                recorder.depth -= 1
 
         testinfra.host.Host.run = run
         self._restore = lambda: setattr(testinfra.host.Host, "run", original)

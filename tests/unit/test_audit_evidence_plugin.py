@@ -73,6 +73,19 @@ def test_expected_failure(host):
 
 def test_command_that_cannot_start(host):
     host.run("echo %s %s", "only-one")
+
+
+def test_nested_host(host):
+    # The ansible backend runs each command through a Host of its own.
+    import testinfra
+
+    inner = testinfra.get_host("local://")
+    original = host.backend.run
+    host.backend.run = lambda command, *args, **kwargs: inner.run(command, *args)
+    try:
+        assert host.check_output("echo nested") == "nested"
+    finally:
+        host.backend.run = original
 """
 
 
@@ -126,6 +139,7 @@ def test_the_session_is_recorded(recorded):
         NODE.format("test_big_output"),
         NODE.format("test_expected_failure"),
         NODE.format("test_command_that_cannot_start"),
+        NODE.format("test_nested_host"),
     ]
     assert not list((recorded["_root"] / "out").glob(".tmp-*")), "a temporary file was left behind"
 
@@ -165,6 +179,11 @@ def test_deselected_tests_are_listed_apart(tmp_path):
     document = json.loads((tmp_path / "tests.json").read_text())
     assert [nodeid.split("::")[1] for nodeid in document["deselected"]] == ["test_fails[local]"], completed.stdout
     assert all("test_fails" not in test["nodeid"] for test in document["tests"])
+
+
+def test_a_command_run_through_an_inner_host_is_recorded_once(recorded):
+    test = recorded["_by_node"]["tests/testinfra/test_sample.py::test_nested_host[local]"]
+    assert [c["command"] for c in test["commands"]] == ["echo nested"]
 
 
 def test_a_skip_keeps_its_reason(recorded):
