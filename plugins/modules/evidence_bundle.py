@@ -52,9 +52,16 @@ options:
     type: path
     required: true
   test_results:
-    description: The JSON the C(audit_evidence) pytest plugin wrote for this host's run (C(--enclave-evidence)).
+    description:
+      - The JSON the C(audit_evidence) pytest plugin wrote for this host's run (C(--enclave-evidence)).
+      - Required unless O(inputs_only=true).
     type: path
-    required: true
+  inputs_only:
+    description:
+      - Check only the inputs that do not depend on a host (O(catalogue), O(waivers), O(signing_key) and
+        O(gnupghome)) and write nothing, so that an audit refuses bad input before it contacts any host.
+    type: bool
+    default: false
   facts:
     description:
       - Free-form host evidence gathered by the playbook (ruleset digest, loaded audit rules, package
@@ -66,9 +73,8 @@ options:
     description: The waivers file (C(docs/waivers.md)). Unset means no waivers.
     type: path
   dest:
-    description: The bundle folder; created when missing.
+    description: The bundle folder; created when missing. Required unless O(inputs_only=true).
     type: path
-    required: true
   collection_version:
     description: The version of this collection that was applied, recorded in the bundle.
     type: str
@@ -104,6 +110,14 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Refuse bad waivers or a missing signing key before any host is contacted
+  enclave.llm.evidence_bundle:
+    host: localhost
+    inputs_only: true
+    catalogue: "{{ playbook_dir }}/../docs/controls.yml"
+    waivers: /etc/enclave/waivers.yml
+    signing_key: audit@hospital.example
+
 - name: Write the evidence bundle of this host
   enclave.llm.evidence_bundle:
     host: "{{ inventory_hostname }}"
@@ -274,10 +288,11 @@ def main():
         argument_spec={
             "host": {"type": "str", "required": True},
             "catalogue": {"type": "path", "required": True},
-            "test_results": {"type": "path", "required": True},
+            "test_results": {"type": "path"},
+            "inputs_only": {"type": "bool", "default": False},
             "facts": {"type": "dict", "default": {}},
             "waivers": {"type": "path"},
-            "dest": {"type": "path", "required": True},
+            "dest": {"type": "path"},
             "collection_version": {"type": "str", "default": ""},
             "git_commit": {"type": "str", "default": ""},
             "signing_key": {"type": "str", "no_log": False},
@@ -285,10 +300,11 @@ def main():
             "today": {"type": "str"},
             "audited_at": {"type": "str"},
         },
+        required_if=[("inputs_only", False, ("test_results", "dest"))],
         supports_check_mode=True,
     )
     params = module.params
-    dest = os.path.abspath(params["dest"])
+    dest = os.path.abspath(params["dest"]) if params["dest"] else None
     commands = []
     result = {"changed": False, "dest": dest, "commands": commands}
     if not lib.HAS_YAML:
@@ -302,9 +318,10 @@ def main():
     catalogue, error = lib.load_catalogue(params["catalogue"])
     if error:
         module.fail_json(msg=error, **result)
-    results, error = lib.load_test_results(params["test_results"])
-    if error:
-        module.fail_json(msg=error, **result)
+    if not params["inputs_only"]:
+        results, error = lib.load_test_results(params["test_results"])
+        if error:
+            module.fail_json(msg=error, **result)
     control_ids = [control["id"] for control in catalogue["controls"]]
     waivers, waivers_sha256, error = lib.load_waivers(params["waivers"], control_ids)
     if error:
@@ -329,6 +346,8 @@ def main():
         error = signer.key_problem()
         if error:
             module.fail_json(msg=error, **result)
+    if params["inputs_only"]:
+        module.exit_json(msg="the catalogue, waivers and signing key can be used", **result)
 
     sources = {
         "catalogue": {"path": os.path.abspath(params["catalogue"]), "sha256": catalogue["sha256"]},

@@ -309,3 +309,37 @@ def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(tmp_path, sign
         text=True,
     )
     assert forged.returncode != 0, "a changed SHA256SUMS still verified"
+
+
+BAD_INPUTS = {
+    "a waiver for an unknown control": (
+        "waivers:\n  - {control: ENC-OS-999, reason: r, approver: a, expires: 2099-01-01}\n",
+        [],
+        "ENC-OS-999",
+    ),
+    "a waiver without expiry": (
+        "waivers:\n  - {control: ENC-OS-013, reason: r, approver: a}\n",
+        [],
+        "expires",
+    ),
+    "a signing key that does not exist": (
+        None,
+        ["-e", "enclave_audit_signing_key=nobody@lab.enclave.invalid"],
+        "nobody@lab.enclave.invalid",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_before_any_host_is_contacted(case, tmp_path, signing_home):
+    waivers, extra, needle = BAD_INPUTS[case]
+    args = ["-e", f"enclave_audit_gnupghome={signing_home}", *extra]
+    if waivers is not None:
+        (tmp_path / "waivers.yml").write_text("schema: 1\n" + waivers)
+        args += ["-e", f"enclave_audit_waivers={tmp_path / 'waivers.yml'}"]
+    dest = tmp_path / "evidence"
+    result = run_playbook("playbooks/audit.yml", "-e", f"enclave_audit_dest={dest}", *args)
+    assert result.returncode != 0
+    assert needle in result.stdout, result.stdout[-3000:]
+    assert ENCLAVE_HOST not in result.stdout, "the audit reached a host despite bad input"
+    assert not dest.exists() or not any(dest.iterdir()), "bad input still wrote evidence"

@@ -814,3 +814,46 @@ def test_ansible_runs_the_module_from_the_collection(tmp_path, inputs):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert '"status": "passed"' in completed.stdout
     assert (Path(inputs["dest"]) / "report.html").is_file()
+
+
+def test_inputs_only_accepts_good_inputs_without_results_or_a_folder(tmp_path, inputs):
+    args = {"host": "llm01", "catalogue": inputs["catalogue"], "waivers": inputs["waivers"], "inputs_only": True}
+    out = run_module(tmp_path, args)
+    assert not out.get("failed"), out.get("msg")
+    assert out["changed"] is False
+    assert not Path(inputs["dest"]).joinpath("evidence.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"control": "ENC-ZZ-999"}, "ENC-ZZ-999"),
+        ({"expires": None}, "expires"),
+    ],
+)
+def test_inputs_only_refuses_a_bad_waiver(tmp_path, inputs, change, expected):
+    entry = {k: v for k, v in waiver(**change).items() if v is not None}
+    waivers = write_yaml(tmp_path / "bad-waivers.yml", {"schema": 1, "waivers": [entry]})
+    args = {"host": "llm01", "catalogue": inputs["catalogue"], "waivers": waivers, "inputs_only": True}
+    out = run_module(tmp_path, args)
+    assert out.get("failed"), out
+    assert expected in out["msg"]
+
+
+def test_inputs_only_refuses_a_signing_key_that_is_not_there(tmp_path, inputs, gnupghome):
+    args = {
+        "host": "llm01",
+        "catalogue": inputs["catalogue"],
+        "inputs_only": True,
+        "signing_key": "nobody@audit.invalid",
+        "gnupghome": str(gnupghome),
+    }
+    out = run_module(tmp_path, args)
+    assert out.get("failed"), out
+    assert "nobody@audit.invalid" in out["msg"]
+
+
+def test_results_and_a_folder_are_required_for_a_bundle(tmp_path, inputs):
+    out = run_module(tmp_path, {"host": "llm01", "catalogue": inputs["catalogue"]})
+    assert out.get("failed"), out
+    assert "test_results" in out["msg"]
