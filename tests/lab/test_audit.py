@@ -313,9 +313,9 @@ def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(tmp_path, sign
 
 BAD_INPUTS = {
     "a waiver for an unknown control": (
-        "waivers:\n  - {control: ENC-OS-999, reason: r, approver: a, expires: 2099-01-01}\n",
+        "waivers:\n  - {control: ENC-ZZ-999, reason: r, approver: a, expires: 2099-01-01}\n",
         [],
-        "ENC-OS-999",
+        "ENC-ZZ-999",
     ),
     "a waiver without expiry": (
         "waivers:\n  - {control: ENC-OS-013, reason: r, approver: a}\n",
