@@ -15,39 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from lynis_index import ansible_env, lynis_tree, run_lynis  # noqa: E402
+from lynis_index import lynis_archive, playbook, run_lynis  # noqa: E402
 
 LAB_HOST = ["enclave-admin@198.51.100.20"]
 
 
 def audit_once(dest: Path, control_dir: Path) -> dict:
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(REPO / "inventories" / "lab"),
-            str(REPO / "playbooks" / "audit.yml"),
-            "-e",
-            f"enclave_audit_dest={dest}",
-        ],
-        cwd=REPO,
-        env=ansible_env(control_dir),
-        capture_output=True,
-        text=True,
+    seconds, _ = playbook(
+        REPO / "inventories" / "lab", "audit.yml", "-e", f"enclave_audit_dest={dest}", control_dir=control_dir
     )
-    seconds = time.monotonic() - started
-    if result.returncode != 0:
-        sys.exit(f"the audit failed on the lab host:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
     evidence = json.loads(next(dest.glob("*/enclave-lab-host/evidence.json")).read_text())
     controls = evidence["controls"]
     return {
@@ -67,11 +50,7 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        deb = args.lynis_deb
-        if deb is None:
-            subprocess.run(["apt-get", "download", "lynis"], cwd=tmp, check=True, capture_output=True)
-            deb = next(tmp.glob("lynis_*.deb"))
-        archive = lynis_tree(deb)
+        archive = lynis_archive(tmp, args.lynis_deb)
         control_dir = tmp / "cp"
         control_dir.mkdir()
         audits, lynis = [], []

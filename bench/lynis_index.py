@@ -97,6 +97,14 @@ def lynis_tree(deb):
     return archive
 
 
+def lynis_archive(tmp, deb=None):
+    """Lynis from ``deb``, or from Debian's package downloaded into ``tmp``, as a tar to unpack on a host."""
+    if deb is None:
+        subprocess.run(["apt-get", "download", "lynis"], cwd=tmp, check=True, capture_output=True)
+        deb = next(tmp.glob("lynis_*.deb"))
+    return lynis_tree(deb)
+
+
 def run_lynis(ssh_target, archive):
     """Unpack Lynis on the host, audit, read the report, remove everything again."""
     script = (
@@ -181,11 +189,7 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        deb = args.lynis_deb
-        if deb is None:
-            subprocess.run(["apt-get", "download", "lynis"], cwd=tmp, check=True, capture_output=True)
-            deb = next(tmp.glob("lynis_*.deb"))
-        archive = lynis_tree(deb)
+        archive = lynis_archive(tmp, args.lynis_deb)
         control_dir = tmp / "cp"
         control_dir.mkdir()
         results = {}

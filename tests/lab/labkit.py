@@ -4,6 +4,7 @@ lab services, so they never run against a real server."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -44,6 +45,19 @@ def play_recap(output: str) -> dict[str, dict[str, int]]:
         m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]), "failed": int(m[5])}
         for m in RECAP.finditer(ANSI_ESCAPE.sub("", output))
     }
+
+
+def lab_host_vars() -> dict:
+    """The lab inventory's variables for the enclave host, as Ansible resolves them."""
+    out = subprocess.run(
+        ["ansible-inventory", "-i", str(LAB_INVENTORY), "--host", ENCLAVE_HOST],
+        cwd=REPO,
+        env=lab_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -21,25 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from labkit import ENCLAVE_HOST, LAB_INVENTORY, REPO, lab_env, podman, run_playbook
+from labkit import ENCLAVE_HOST, REPO, lab_host_vars, podman, run_playbook
 
 AIDE_REBASELINE = (
     "aide --init --config /etc/aide/aide.conf >/dev/null && mv -f /var/lib/aide/aide.db.new /var/lib/aide/aide.db"
 )
 # Where CI keeps the lab's evidence bundle as a build artefact.
 EXPORT = os.environ.get("ENCLAVE_EVIDENCE_EXPORT", str(REPO / "build" / "evidence"))
-
-
-def host_vars() -> dict:
-    out = subprocess.run(
-        ["ansible-inventory", "-i", str(LAB_INVENTORY), "--host", ENCLAVE_HOST],
-        cwd=REPO,
-        env=lab_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
 
 
 def on_host(script: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -136,7 +124,7 @@ def test_the_bundle_is_complete_and_its_digest_verifies(baseline_audit):
     facts = evidence["facts"]
     assert facts["ruleset_digest"], "no ruleset digest"
     assert "table inet enclave" in facts["enclave_table"]
-    if host_vars().get("auditd_enabled"):
+    if lab_host_vars().get("auditd_enabled"):
         assert facts["audit_rules"], "no loaded audit rules"
     else:
         assert "audit_rules" in facts
@@ -212,7 +200,7 @@ DRIFTS = [
 
 @pytest.mark.parametrize("drift", DRIFTS, ids=str)
 def test_drift_fails_exactly_the_affected_controls(drift, tmp_path, baseline_audit):
-    if drift.needs and not host_vars().get(drift.needs):
+    if drift.needs and not lab_host_vars().get(drift.needs):
         # The container lab shares the machine's audit subsystem and leaves
         # auditd off; the VM lab holds it.
         pytest.skip(f"{drift.needs} is false for {ENCLAVE_HOST} in the lab inventory")

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from labkit import ENCLAVE_HOST, LAB_INVENTORY, REPO, lab_env, podman
+from labkit import ENCLAVE_HOST, LAB_INVENTORY, REPO, lab_env, lab_host_vars, podman
 
 CANARY = "enclave-lab-canary"
 CANARY_ADDRESS = "198.51.100.99"
@@ -18,16 +18,7 @@ def _canary_log() -> list[str]:
 
 
 def _probe_canaries() -> list[dict]:
-    canaries = json.loads(
-        subprocess.run(
-            ["ansible-inventory", "-i", str(LAB_INVENTORY), "--host", ENCLAVE_HOST],
-            cwd=REPO,
-            env=lab_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )["enclave_canaries"]
+    canaries = lab_host_vars()["enclave_canaries"]
     targets = [{**c, "expect": "blocked", "counter": "drop_output", "timeout": 2} for c in canaries]
     env = {**lab_env(), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
     out = subprocess.run(
