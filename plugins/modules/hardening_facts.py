@@ -60,14 +60,14 @@ enclave_hardening:
   contains:
     sysctl: {description: key to runtime value, type: dict}
     sysctl_missing: {description: asked-for keys the kernel does not have, type: list}
-    mounts: {description: mount point to source, fstype and options, type: dict}
+    mounts: {description: 'mount point to source, fstype and options', type: dict}
     setid: {description: SUID/SGID files, type: list}
-    sockets: {description: listening sockets with protocol, address, port and processes, type: list}
+    sockets: {description: 'listening sockets with protocol, address, port and processes', type: list}
     audit_rules: {description: loaded audit rules as auditctl -l prints them, type: list}
     audit_enabled: {description: the enabled flag of auditctl -s (2 is immutable), type: int}
     nft_digest: {description: sha256 of nft list ruleset without handles, type: str}
-    sshd: {description: effective sshd configuration, keyword to value, type: dict}
-    ssh_algorithms: {description: ssh -Q output for cipher, mac and kex, type: dict}
+    sshd: {description: 'effective sshd configuration, keyword to value', type: dict}
+    ssh_algorithms: {description: 'ssh -Q output for cipher, mac and kex', type: dict}
     services: {description: unit file to state, type: dict}
     modules: {description: loaded kernel modules, type: list}
     unavailable: {description: parts whose tool is missing or refused, type: list}
@@ -146,7 +146,7 @@ def main():
                     "modules",
                 ],
             },
-            "sysctl_keys": {"type": "list", "elements": "str", "default": []},
+            "sysctl_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
             "setid_roots": {
                 "type": "list",
                 "elements": "path",

@@ -33,6 +33,7 @@ attributes:
     description: Reads the manifest and reports what would be fetched; writes nothing.
     support: full
   diff_mode:
+    description: Reports no diff; the fetched files are listed in the result.
     support: none
 options:
   mirror:
