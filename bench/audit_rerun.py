@@ -28,7 +28,7 @@ LAB_HOST = ["enclave-admin@198.51.100.20"]
 
 
 def audit_once(dest: Path, control_dir: Path) -> dict:
-    seconds, _ = playbook(
+    seconds, _recap = playbook(
         REPO / "inventories" / "lab", "audit.yml", "-e", f"enclave_audit_dest={dest}", control_dir=control_dir
     )
     evidence = json.loads(next(dest.glob("*/enclave-lab-host/evidence.json")).read_text())

@@ -120,7 +120,7 @@ def overhead_phase(paths, pairs):
     for index in range(pairs):
         for path in paths if index % 2 == 0 else list(reversed(paths)):
             start = time.perf_counter()
-            status, _ = sessions[path.name].get("/v1/models")
+            status, _body = sessions[path.name].get("/v1/models")
             if status == 200:
                 seconds[path.name].append(time.perf_counter() - start)
     return {name: statistics.median(values) if values else float("nan") for name, values in seconds.items()}
@@ -133,12 +133,12 @@ def throughput_block(path, payload, concurrency, duration):
     def worker():
         session = path.session()
         while time.perf_counter() < deadline:
-            _, status, _ = timed(session, payload)
+            _seconds, status, _body = timed(session, payload)
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
                 done[0] += status == 200
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker) for _thread in range(concurrency)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -190,7 +190,7 @@ def main(argv=None):
     overhead = overhead_phase(paths, args.pairs)
     # Let the client's rate-limit bucket refill before the measured phases.
     time.sleep(3)
-    _, failures = latency_phase(paths, payload, args.warmup)
+    _warmup_seconds, failures = latency_phase(paths, payload, args.warmup)
     seconds, more = latency_phase(paths, payload, args.pairs)
     failures += more
     rates = {p.name: [] for p in paths}

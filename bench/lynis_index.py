@@ -149,7 +149,7 @@ def start_fresh_host(tmp):
         "--cgroupns=private",
         IMAGE,
     )
-    for _ in range(120):
+    for _attempt in range(120):
         if podman("exec", NAME, "systemctl", "is-active", "--quiet", "ssh", check=False).returncode == 0:
             break
         time.sleep(0.5)
@@ -200,13 +200,13 @@ def main():
             playbook(inventory, "mirrors.yml", control_dir=control_dir)
             converge, recap = playbook(inventory, "hardening.yml", control_dir=control_dir)
             checks = [
-                playbook(inventory, "hardening.yml", "--check", control_dir=control_dir) for _ in range(args.repeat)
+                playbook(inventory, "hardening.yml", "--check", control_dir=control_dir) for _run in range(args.repeat)
             ]
             results["fresh host + hardening.yml"] = run_lynis(admin, archive)
             results["fresh host + hardening.yml"].update(
                 converge_s=round(converge, 1),
                 converge_recap=recap,
-                check_s=round(statistics.median(t for t, _ in checks), 1),
+                check_s=round(statistics.median(t for t, _recap in checks), 1),
                 check_recap=checks[-1][1],
             )
         finally:

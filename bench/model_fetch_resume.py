@@ -119,7 +119,7 @@ def main() -> int:
         rates = {}
         for cap in (0, args.stream_mib_s):
             with serving(tree, "--stream-mib-s", cap) as url:
-                for _ in range(args.rounds):
+                for _round in range(args.rounds):
                     for workers in (1, args.workers):
                         report = fetch(lib, url, tree, base / f"w{workers}", workers)
                         rates.setdefault((cap, workers), []).append(total / MIB / report["seconds"])

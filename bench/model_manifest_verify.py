@@ -261,7 +261,7 @@ def measure(args, lib) -> dict:
             seconds, others, _own, report = metered(ours_full, cores)
             figures["workers"] = report["workers"]
             round_["ours_full"] = (seconds, others)
-            seconds, others, _own, _ = metered(theirs, cores)
+            seconds, others, _own, _report = metered(theirs, cores)
             round_["sha256sum"] = (seconds, others)
             seconds, others, _own, report = metered(ours_incremental, cores)
             if report["hashed_files"] != 0:

@@ -137,7 +137,7 @@ def measure(sizes: list[int], repeat: int, naive_limit: int) -> list[dict]:
             pol = policy(size)
             row = {"entries": size}
             samples = {"ours_apply": [], "ours_compare": [], "naive_file": [], "naive_commands": []}
-            for _ in range(repeat):
+            for _run in range(repeat):
                 reset()
                 samples["ours_apply"].append(timed(ours_apply, lib, pol, workdir)[0])
                 seconds, equal = timed(ours_compare, lib, pol, workdir)

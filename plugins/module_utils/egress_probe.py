@@ -439,14 +439,14 @@ def parse_dns_message(data):
         raise ValueError("shorter than a DNS header")
     ident, flags, qdcount, ancount, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
     offset, questions, answers = 12, [], []
-    for _ in range(qdcount):
+    for _question in range(qdcount):
         name, offset = _read_name(data, offset)
         if offset + 4 > len(data):
             raise ValueError("truncated question")
         qtype, _qclass = struct.unpack("!HH", data[offset : offset + 4])
         questions.append({"name": name, "qtype": qtype})
         offset += 4
-    for _ in range(ancount):
+    for _answer in range(ancount):
         name, offset = _read_name(data, offset)
         if offset + 10 > len(data):
             raise ValueError("truncated answer")

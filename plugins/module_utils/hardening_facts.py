@@ -63,7 +63,7 @@ def parse_ss_listening(text):
             continue
         proto = fields[0]
         local = fields[4]
-        address, _, port = local.rpartition(":")
+        address, _sep, port = local.rpartition(":")
         processes = re.findall(r'\("([^"]+)",pid=(\d+)', line)
         sockets.append(
             {
@@ -80,7 +80,7 @@ def parse_sshd_t(text):
     """`sshd -T` -> {keyword: value}; repeated keywords (hostkey, ...) become lists."""
     config = {}
     for line in text.splitlines():
-        keyword, _, value = line.strip().partition(" ")
+        keyword, _sep, value = line.strip().partition(" ")
         if not keyword:
             continue
         keyword = keyword.lower()

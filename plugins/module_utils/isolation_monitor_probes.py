@@ -76,7 +76,7 @@ def probe_all(targets, netns_path=None, user=None):
     limit = sum(target["timeout"] for target in targets) + CHILD_GRACE_S
     outcome = egress_probe.in_child(work, limit)
     if "error" in outcome:
-        return [{"error": outcome["error"]} for _ in targets]
+        return [{"error": outcome["error"]} for _target in targets]
     return outcome["results"]
 
 

@@ -285,7 +285,7 @@ class HttpSource:
         return response, offset
 
     def read(self, url):
-        response, _ = self.open(url)
+        response, _offset = self.open(url)
         with response:
             try:
                 return response.read()
@@ -326,7 +326,7 @@ class FileSource:
         return _FileResponse(handle, offset), offset
 
     def read(self, path):
-        response, _ = self.open(path)
+        response, _offset = self.open(path)
         with response:
             return response.read()
 
@@ -432,9 +432,9 @@ def fetch_files(source, jobs, dest, partial_dir, workers=4, max_attempts=3):
     report = {
         "files_total": len(jobs),
         "bytes_total": sum(job["size"] for job in jobs),
-        "files_reused": sum(1 for action, _ in plan.values() if action == "reuse"),
-        "bytes_reused": sum(offset for _, offset in plan.values()),
-        "files_resumed": sum(1 for action, _ in plan.values() if action == "resume"),
+        "files_reused": sum(1 for action, _offset in plan.values() if action == "reuse"),
+        "bytes_reused": sum(offset for _action, offset in plan.values()),
+        "files_resumed": sum(1 for action, _offset in plan.values() if action == "resume"),
         "files_fetched": 0,
         "errors": [],
     }

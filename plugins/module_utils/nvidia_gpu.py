@@ -272,7 +272,7 @@ def dnf_stream_enabled(text, module, stream):
         parts = line.split()
         if len(parts) < 2 or parts[0] != module:
             continue
-        name, _, flags = parts[1].partition("[")
+        name, _sep, flags = parts[1].partition("[")
         if name != stream:
             continue
         flags = "[" + flags if flags else ""

@@ -367,10 +367,10 @@ def main():
                 stale = True
         result.update(
             changed=bool(needed) or stale,
-            files_reused=sum(1 for action, _ in plan.values() if action == "reuse"),
-            files_resumed=sum(1 for action, _ in plan.values() if action == "resume"),
+            files_reused=sum(1 for action, _offset in plan.values() if action == "reuse"),
+            files_resumed=sum(1 for action, _offset in plan.values() if action == "resume"),
             files_fetched=0,
-            bytes_reused=sum(offset for _, offset in plan.values()),
+            bytes_reused=sum(offset for _action, offset in plan.values()),
             bytes_transferred=0,
             restarted=[],
             seconds=0.0,

@@ -40,8 +40,8 @@ def dial(address, port):
 def main():
     selector = selectors.DefaultSelector()
     for spec in sys.argv[1:]:
-        listen, _, destination = spec.partition("=")
-        address, _, port = destination.rpartition(",")
+        listen, _sep, destination = spec.partition("=")
+        address, _sep, port = destination.rpartition(",")
         for family, loopback in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
             sock = listener(family, loopback, int(listen))
             selector.register(sock, selectors.EVENT_READ, (int(listen), address, int(port)))

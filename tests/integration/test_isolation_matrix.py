@@ -206,10 +206,10 @@ class Topology:
 
     def relay_outcome(self, port, uid):
         process = self.relays[uid]
-        ready, _, _ = select.select([process.stdout], [], [], 5)
+        ready, _writable, _errored = select.select([process.stdout], [], [], 5)
         if not ready:
             return None
-        listen, _, outcome = process.stdout.readline().strip().partition(" ")
+        listen, _sep, outcome = process.stdout.readline().strip().partition(" ")
         assert int(listen) == port
         return outcome
 

@@ -202,8 +202,8 @@ def test_first_run_installs_the_revision_read_only_and_points_current_at_it(inst
     assert os.readlink(store / NAME / "current") == REV_A
     entries = modes(revision)
     assert set(entries) == {*SHARDS, "config.json", "manifest.json", "manifest.json.sig"}
-    assert {mode for mode, _, _ in entries.values()} == {"0o444"}
-    assert {(uid, gid) for _, uid, gid in entries.values()} == {(0, 0)}
+    assert {mode for mode, _uid, _gid in entries.values()} == {"0o444"}
+    assert {(uid, gid) for _mode, uid, gid in entries.values()} == {(0, 0)}
     assert oct(revision.stat().st_mode & 0o7777) == "0o555"
     assert oct((store / ".staging").stat().st_mode & 0o7777) == "0o700"
     assert not (store / ".staging" / NAME / REV_A).exists()

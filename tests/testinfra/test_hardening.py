@@ -427,10 +427,10 @@ def test_ENC_AU_002_auditd_conf(host, settings):
     require(settings, "auditd_enabled")
     conf = dict(
         (key.strip(), value.strip())
-        for key, _, value in (
+        for key, sep, value in (
             line.partition("=") for line in host.file("/etc/audit/auditd.conf").content_string.splitlines()
         )
-        if _ and not key.startswith("#")
+        if sep and not key.startswith("#")
     )
     for key, value in settings["auditd_conf"].items():
         assert conf[key] == str(value), key

@@ -115,7 +115,7 @@ def _ports(right) -> set[int]:
 def _inventory_ports(ports) -> set[int]:
     found = set()
     for port in ports:
-        low, _, high = str(port).partition("-")
+        low, _sep, high = str(port).partition("-")
         found |= set(range(int(low), int(high or low) + 1))
     return found
 

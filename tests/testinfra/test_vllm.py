@@ -92,7 +92,7 @@ def request(host, socket_path, path, body="", key=""):
     """(status, body) of a request over the socket, as root."""
     result = host.run("python3 -c %s %s %s %s %s", _HTTP_OVER_SOCKET, path, body, key, socket_path)
     assert result.rc == 0, result.stderr
-    status, _, text = result.stdout.partition("\n")
+    status, _sep, text = result.stdout.partition("\n")
     return int(status), text
 
 
@@ -207,14 +207,14 @@ def test_ENC_VL_002_socket_folder_is_not_world_accessible(host, socket_dir, encl
 
 
 def test_ENC_VL_002_health_answers_on_the_socket(host, socket_path):
-    status, _ = request(host, socket_path, "/health")
+    status, _body = request(host, socket_path, "/health")
     assert status == 200
 
 
 def test_ENC_VL_006_chat_without_key_is_refused(host, socket_path, served_name, api_key):
     status, body = chat(host, socket_path, served_name)
     assert status == 401, body
-    status, _ = chat(host, socket_path, served_name, key="x" * 40)
+    status, _body = chat(host, socket_path, served_name, key="x" * 40)
     assert status == 401
 
 

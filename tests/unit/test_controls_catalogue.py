@@ -105,7 +105,7 @@ def task_names():
 
 def markers(reference):
     """The pytest marks on a referenced test function (``path::function``), module-level ``pytestmark`` included."""
-    path, _, function = reference.partition("::")
+    path, _sep, function = reference.partition("::")
     tree = ast.parse((REPO / path).read_text())
     names = set()
 
@@ -177,7 +177,7 @@ def test_control_tag_is_carried_by_its_tasks(control_id):
 def test_control_has_a_verifying_test_that_exists(control_id):
     assert control_id in TESTS, f"no test names {control_id}"
     for reference in CONTROLS[control_id]["tests"]:
-        path, _, function = reference.partition("::")
+        path, _sep, function = reference.partition("::")
         source = (REPO / path).read_text()
         assert re.search(rf"^def {re.escape(function)}\(", source, re.MULTILINE), f"{reference} does not exist"
 

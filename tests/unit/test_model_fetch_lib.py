@@ -115,9 +115,9 @@ def test_publisher_entries_take_lfs_hashes_and_refuse_another_commit():
     assert problems == []
     assert entries == [{"path": "config.json", "size": 10}, {"path": "model.safetensors", "size": 5000}]
     assert published == {"model.safetensors": "a" * 64}
-    _, _, problems = lib.publisher_entries({**info, "sha": "0" * 40}, REV)
+    _entries, _publisher_sha256, problems = lib.publisher_entries({**info, "sha": "0" * 40}, REV)
     assert "resolved the revision" in problems[0]
-    _, _, problems = lib.publisher_entries({"sha": REV, "siblings": [{"rfilename": "x"}]}, REV)
+    _entries, _publisher_sha256, problems = lib.publisher_entries({"sha": REV, "siblings": [{"rfilename": "x"}]}, REV)
     assert "?blobs=true" in problems[0]
 
 

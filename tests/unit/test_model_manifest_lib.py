@@ -193,7 +193,7 @@ def test_build_marks_publisher_hashes():
 
 
 def test_build_lowercases_the_revision():
-    data, _ = build(revision=REV.upper(), publisher={"model-00001-of-00002.safetensors": SHA_B.upper()})
+    data, _problems = build(revision=REV.upper(), publisher={"model-00001-of-00002.safetensors": SHA_B.upper()})
     assert data["revision"] == REV
     assert data["files"][1]["sha256_source"] == "publisher"
 
@@ -208,7 +208,7 @@ def test_build_refuses_a_publisher_mismatch():
 
 
 def test_build_refuses_a_publisher_file_that_is_not_there():
-    _, problems = build(publisher={"model-00002-of-00002.safetensors": SHA_B})
+    _data, problems = build(publisher={"model-00002-of-00002.safetensors": SHA_B})
     assert problems == ["model-00002-of-00002.safetensors: the publisher lists it but it is not in the folder"]
 
 

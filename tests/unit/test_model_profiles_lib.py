@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 def gpus(count, memory, mig=False):
     return {
-        "gpus": [{"memory_total_mib": memory, "mig": {"current": mig}} for _ in range(count)],
+        "gpus": [{"memory_total_mib": memory, "mig": {"current": mig}} for _gpu in range(count)],
         "pci": {"gpu_count": count},
     }
 

@@ -78,7 +78,7 @@ def test_readme_table_is_generated_from_the_argument_spec(role):
     assert BEGIN in readme, f"README.md needs the marker {BEGIN}"
     assert END in readme, f"README.md needs the marker {END}"
     head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    _old_table, tail = rest.split(END, 1)
     expected = f"{head}{BEGIN}\n{render_table(role)}{END}{tail}"
     if os.environ.get("PREFLIGHT_README_UPDATE") == "1":
         readme_path.write_text(expected)
