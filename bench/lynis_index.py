@@ -72,6 +72,7 @@ def playbook(inventory, name, *args, control_dir):
         env=ansible_env(control_dir),
         capture_output=True,
         text=True,
+        check=False,
     )
     elapsed = time.monotonic() - started
     if result.returncode != 0:

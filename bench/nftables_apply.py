@@ -191,11 +191,11 @@ def main() -> int:
         subprocess.run(["ip", "netns", "add", NAMESPACE], check=True)
         try:
             return subprocess.run(
-                ["ip", "netns", "exec", NAMESPACE, sys.executable, __file__, *sys.argv[1:], "--inside"]
+                ["ip", "netns", "exec", NAMESPACE, sys.executable, __file__, *sys.argv[1:], "--inside"], check=False
             ).returncode
         finally:
             subprocess.run(["ip", "netns", "delete", NAMESPACE], check=False)
-    here = subprocess.run(["ip", "netns", "identify"], capture_output=True, text=True).stdout.strip()
+    here = subprocess.run(["ip", "netns", "identify"], capture_output=True, text=True, check=False).stdout.strip()
     if not here.startswith("enc-bench-"):
         print("refusing to run outside the benchmark's own network namespace", file=sys.stderr)
         return 2

@@ -89,10 +89,11 @@ class UnitControl:
             text=True,
             timeout=15,
             cwd="/",
+            check=False,
         )
 
     def system_systemctl(self, *args):
-        return subprocess.run([SYSTEMCTL, *args], capture_output=True, text=True, timeout=15)
+        return subprocess.run([SYSTEMCTL, *args], capture_output=True, text=True, timeout=15, check=False)
 
     def vllm_state(self):
         """``(ActiveState, UnitFileState)`` of the vLLM unit; ('unknown', '') when its manager cannot tell."""

@@ -65,7 +65,7 @@ def read(ip=IP):
     """``(interface names, default routes)`` of this network namespace; RuntimeError when ip fails."""
 
     def run(*args):
-        result = subprocess.run([ip, "-j", *args], capture_output=True, text=True, timeout=10)
+        result = subprocess.run([ip, "-j", *args], capture_output=True, text=True, timeout=10, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"ip {' '.join(args)} failed: {result.stderr.strip()[:200]}")
         return result.stdout

@@ -142,6 +142,7 @@ def _run(argv, timeout=10):
         text=True,
         timeout=timeout,
         env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
     )
 
 

@@ -320,7 +320,9 @@ def as_user_probe(user, target):
 def read_counter(nft, name, commands):
     argv = lib.counter_command(nft, name)
     commands.append(shlex.join(argv))
-    run = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, timeout=10)
+    run = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}, timeout=10, check=False
+    )
     if run.returncode != 0:
         raise RuntimeError(f"reading counter {name} failed: {(run.stderr or run.stdout).strip()}")
     return lib.parse_counter(run.stdout, name)

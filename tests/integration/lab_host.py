@@ -88,7 +88,9 @@ class Target:
             str(REPO / "playbooks" / playbook),
             *extra_args,
         ]
-        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         result.command = " ".join(command)
         return result
 

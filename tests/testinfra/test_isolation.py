@@ -51,6 +51,7 @@ def _egress_probe(request, host, **args) -> dict:
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     try:
         plays = json.loads(completed.stdout)["plays"]

@@ -82,7 +82,9 @@ def host(tmp_path, *, gpus_in_smi=8, persistence="Enabled", fabric="Completed", 
 
 
 def run(env, *args):
-    result = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")}
     return result, lines
 

@@ -43,6 +43,7 @@ def test_module_documentation_renders(module):
         text=True,
         env=_ansible_env(),
         cwd=REPO,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     for section in ("OPTIONS", "EXAMPLES", "RETURN VALUES"):
@@ -56,6 +57,7 @@ def test_role_entry_points_document_themselves():
         text=True,
         env=_ansible_env(),
         cwd=REPO,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     for role in ("preflight", "offline_mirrors"):

@@ -196,6 +196,7 @@ def run_module(tmp_path, args, check_mode=False):
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO / ".collections")},
         timeout=120,
+        check=False,
     )
     return json.loads(completed.stdout)
 

@@ -36,7 +36,7 @@ def sparse_path(tmp_path):
 
 def _run(script: str, path: str, tmp_path: Path, **extra_env: str) -> subprocess.CompletedProcess:
     env = {"PATH": path, "ENCLAVE_LAB_STATE": str(tmp_path / "state"), **extra_env}
-    return subprocess.run(["bash", str(REPO / "lab" / script)], env=env, capture_output=True, text=True)
+    return subprocess.run(["bash", str(REPO / "lab" / script)], env=env, capture_output=True, text=True, check=False)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab scripts check for root before anything else")
@@ -82,6 +82,7 @@ def test_non_root_is_told_to_use_sudo(sparse_path, tmp_path):
                 env={"PATH": "/usr/bin:/bin", "ENCLAVE_LAB_STATE": str(state)},
                 capture_output=True,
                 text=True,
+                check=False,
             )
         finally:
             shutil.rmtree(state)

@@ -668,6 +668,7 @@ def test_truncating_a_mapped_file_does_not_kill_the_hashing(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert run.returncode == 0, (run.returncode, run.stdout, run.stderr)
     assert run.stdout.startswith("error another process opened it for writing while it was being hashed"), run.stdout
