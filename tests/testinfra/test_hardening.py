@@ -293,7 +293,9 @@ def test_ENC_OS_018_sudo_pty_and_io_log(host, settings):
     # Only the matching lines are read: the rest of sudo's log is other
     # people's commands, which an audit's evidence has no business holding.
     deadline = time.monotonic() + 10
-    while (found := host.run("grep -F -- %s /var/log/sudo.log", marker)).rc == 1 and time.monotonic() < deadline:
+    # The shell joins the marker, or this search's own log line would match.
+    search = 'head=%s; tail=%s; grep -F -- "$head$tail" /var/log/sudo.log'
+    while (found := host.run(search, marker[:12], marker[12:])).rc == 1 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert found.rc == 0, found.stderr or "the probe is not in /var/log/sudo.log"
     assert marker in found.stdout
