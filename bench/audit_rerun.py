@@ -42,7 +42,7 @@ def audit_once(dest: Path, control_dir: Path) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lynis-deb", type=Path, help="lynis .deb (default: apt-get download lynis)")
     parser.add_argument("--json", type=Path, help="write the figures here too")

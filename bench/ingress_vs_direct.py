@@ -148,7 +148,7 @@ def throughput_block(path, payload, concurrency, duration):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--ingress", default="203.0.113.200:443", help="the ingress's address:port")
     parser.add_argument("--socket", default="/run/enclave-llm/vllm.sock", help="vLLM's Unix socket")
     parser.add_argument("--model", default="", help="the served model name (default: the first in /v1/models)")

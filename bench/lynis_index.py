@@ -181,7 +181,7 @@ def start_fresh_host(tmp):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=3, help="check-mode re-runs (median)")
     parser.add_argument("--lynis-deb", type=Path, help="lynis_3.0.8 .deb (default: apt-get download lynis)")
     parser.add_argument("--vm", action="store_true", help="also audit the lab VM (127.0.0.1:2222)")

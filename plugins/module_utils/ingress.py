@@ -149,7 +149,7 @@ def listen_address_problems(address, host_addresses):
     known = set()
     for item in host_addresses or []:
         try:
-            known.add(ipaddress.ip_address(str(item).split("%")[0]))
+            known.add(ipaddress.ip_address(str(item).split("%", maxsplit=1)[0]))
         except ValueError:
             continue
     if parsed not in known:

@@ -534,7 +534,7 @@ def _describe(gpus):
         sizes[gpu.get("memory_total_mib")] = sizes.get(gpu.get("memory_total_mib"), 0) + 1
     noun = "GPU" if len(gpus) == 1 else "GPUs"
     if len(sizes) == 1:
-        (size,) = sizes
+        size = next(iter(sizes))
         return f"{len(gpus)} {noun} of {size} MiB"
     parts = ", ".join(f"{count} of {size} MiB" for size, count in sorted(sizes.items(), key=lambda x: -(x[0] or 0)))
     return f"{len(gpus)} {noun}: {parts}"

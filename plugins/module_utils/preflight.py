@@ -108,7 +108,7 @@ def cidr_problems(name, values, required=False):
                 "(IPv4) or 128 (IPv6), e.g. 192.0.2.0/24."
             )
             continue
-        addr = str(value).strip().split("/")[0]
+        addr = str(value).strip().split("/", maxsplit=1)[0]
         problems.append(
             f"{name}: {value!r} has host bits set: write {loose} (the network) "
             f"or {addr}/{loose.max_prefixlen} (one address)."

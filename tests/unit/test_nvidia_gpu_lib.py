@@ -195,7 +195,7 @@ def test_every_bad_input_is_reported_at_once():
 )
 def test_fabric_manager_problems(driver, installed, expected):
     problems = lib.fabric_manager_problems(driver, installed)
-    assert [problem.split(":")[0] for problem in problems] == expected
+    assert [problem.split(":", maxsplit=1)[0] for problem in problems] == expected
 
 
 @pytest.mark.parametrize(
