@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: a fetch interrupted at 50% and resumed vs. a fetch from scratch; parallel vs. serial.
 
 Generates a mirror tree of shards (default 8 x 32 MiB) in a temporary folder,

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: verifying a model folder with model_manifest vs. `sha256sum -c`.
 
 Generates a model folder of random-ish shards (default 8 x 512 MiB = 4 GiB) in a

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: applying and comparing the enclave policy vs. one rule per entry.
 
 Measures, side by side in one run and inside a network namespace of its own
