@@ -148,7 +148,7 @@ def build_weights(vocab_size, chain):
 
     # Orthonormal directions for the reply's tokens; every other token lives
     # in the rest of the space, so it cannot pull the reply off its script.
-    basis, _ = np.linalg.qr(rng.standard_normal((HIDDEN, HIDDEN)))
+    basis, _triangular = np.linalg.qr(rng.standard_normal((HIDDEN, HIDDEN)))
     chain_dirs = basis[:, : len(chain)].T
     embed = small(vocab_size, HIDDEN)
     embed -= (embed @ chain_dirs.T) @ chain_dirs

@@ -25,7 +25,7 @@ def mirror_stopped():
         # than run lab/up, which would also touch the converged enclave host.
         podman("start", MIRROR)
         for unit in ("apt-cacher-ng", "nginx", "docker-registry"):
-            for _ in range(60):
+            for _attempt in range(60):
                 if podman("exec", MIRROR, "systemctl", "is-active", "--quiet", unit, check=False).returncode == 0:
                     break
                 time.sleep(1)

@@ -36,6 +36,7 @@ def run_playbook(playbook: str, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=900,
+        check=False,
     )
 
 

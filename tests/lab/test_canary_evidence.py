@@ -37,6 +37,7 @@ def _probe_canaries() -> list[dict]:
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     ).stdout
     (result,) = json.loads(out)["plays"][0]["tasks"][0]["hosts"].values()
     assert not result.get("failed"), result.get("msg")
@@ -56,7 +57,7 @@ def test_the_canary_logs_what_does_reach_it():
     before = len(_canary_log())
     with socket.create_connection((CANARY_ADDRESS, 8080), timeout=5):
         pass
-    for _ in range(20):  # the listener writes its line just after accepting
+    for _attempt in range(20):  # the listener writes its line just after accepting
         if len(_canary_log()) > before:
             break
         time.sleep(0.1)

@@ -123,7 +123,12 @@ def host(command, check=True, timeout=60):
     env = {**os.environ, "CONTAINERS_CONF": str(LAB_STATE / "containers.conf")}
     try:
         run = subprocess.run(
-            ["podman", "exec", HOST, "sh", "-c", command], env=env, capture_output=True, text=True, timeout=timeout
+            ["podman", "exec", HOST, "sh", "-c", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         if check:
@@ -184,7 +189,7 @@ def run_playbook(tmp_path, *extra, settings=None):
         f"@{path}",
         *extra,
     ]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 def serving_verified():
