@@ -56,6 +56,13 @@ REGENERATE = (
 NONE = "—"
 
 
+def _say(text="", stream=None):
+    """One line of the command-line program this module also is."""
+    stream = stream or sys.stdout
+    stream.write(f"{text}\n")
+    stream.flush()
+
+
 def load(path):
     """The parsed catalogue; ValueError saying what is wrong when it is not YAML holding a mapping."""
     if not HAS_YAML:
@@ -276,22 +283,22 @@ def main(argv=None):
     """Print docs/controls.md for the catalogue named on the command line; 1 with the problems when it is malformed."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: control_catalogue CATALOGUE (docs/controls.yml) > docs/controls.md", file=sys.stderr)
+        _say("usage: control_catalogue CATALOGUE (docs/controls.yml) > docs/controls.md", stream=sys.stderr)
         return 2
     try:
         catalogue = load(args[0])
     except (OSError, ValueError, RuntimeError) as exc:
-        print(exc, file=sys.stderr)
+        _say(exc, stream=sys.stderr)
         return 1
     problems = validate(catalogue)
     if problems:
-        print(f"{args[0]} is not a valid control catalogue:", file=sys.stderr)
+        _say(f"{args[0]} is not a valid control catalogue:", stream=sys.stderr)
         for problem in problems:
-            print(f"- {problem}", file=sys.stderr)
+            _say(f"- {problem}", stream=sys.stderr)
         return 1
     sys.stdout.write(render_markdown(catalogue))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

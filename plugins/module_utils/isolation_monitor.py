@@ -55,6 +55,17 @@ SYSTEMCTL = "/usr/bin/systemctl"
 BLOCKED = ("rejected", "timeout", "unreachable")
 
 
+def _stop_on_sigterm(_signum, _frame):
+    raise SystemExit(0)
+
+
+def _say(text="", stream=None):
+    """One line of the command-line program this module also is."""
+    stream = stream or sys.stdout
+    stream.write(f"{text}\n")
+    stream.flush()
+
+
 def breach(kind, where, detail, target=None):
     return {"kind": kind, "where": where, "detail": detail, "target": target}
 
@@ -359,7 +370,7 @@ class Monitor:
         if message_id:
             fields["MESSAGE_ID"] = message_id
         if evidence.send_journal(fields):
-            print(message, file=sys.stderr, flush=True)
+            _say(message, stream=sys.stderr)
 
     def write_metrics(self):
         folder = self.config["metrics_dir"]
@@ -469,15 +480,15 @@ def run(monitor, events=True):
 
 def status(monitor):
     state = monitor.breach_state()
-    print(f"gate {monitor.config['gate_file']}: {'open' if monitor.gate_open() else 'closed'}")
+    _say(f"gate {monitor.config['gate_file']}: {'open' if monitor.gate_open() else 'closed'}")
     if state is None:
-        print("no breach is pending")
+        _say("no breach is pending")
         return 0 if monitor.gate_open() else 2
-    print(f"BREACH pending since {state.get('since')}{' (alert only)' if state.get('alert_only') else ''}:")
+    _say(f"BREACH pending since {state.get('since')}{' (alert only)' if state.get('alert_only') else ''}:")
     for item in state.get("breaches", []):
         target = f" [{item['target']}]" if item.get("target") else ""
-        print(f"  {item.get('at')} {item['kind']} ({item['where']}){target}: {item['detail']}")
-    print("restore the isolation (docs/isolation-monitor.md), then run: enclave-isolation clear")
+        _say(f"  {item.get('at')} {item['kind']} ({item['where']}){target}: {item['detail']}")
+    _say("restore the isolation (docs/isolation-monitor.md), then run: enclave-isolation clear")
     return 1
 
 
@@ -485,9 +496,9 @@ def check(monitor):
     found = monitor.full_check()
     for item in found:
         target = f" [{item['target']}]" if item.get("target") else ""
-        print(f"{item['kind']} ({item['where']}){target}: {item['detail']}")
+        _say(f"{item['kind']} ({item['where']}){target}: {item['detail']}")
     if not found:
-        print("isolation verified: no breach found")
+        _say("isolation verified: no breach found")
     return 1 if found else 0
 
 
@@ -496,8 +507,8 @@ def clear(monitor):
     found = monitor.full_check()
     if found:
         for item in found:
-            print(f"still breached: {item['kind']} ({item['where']}): {item['detail']}")
-        print("nothing cleared: restore the isolation first (docs/isolation-monitor.md)")
+            _say(f"still breached: {item['kind']} ({item['where']}): {item['detail']}")
+        _say("nothing cleared: restore the isolation first (docs/isolation-monitor.md)")
         return 1
     with contextlib.suppress(FileNotFoundError):
         os.unlink(monitor.breach_path)
@@ -511,7 +522,7 @@ def clear(monitor):
         evidence.MESSAGE_ID_CLEARED,
     )
     # The metrics are the daemon's: this process knows none of its counters.
-    print("isolation verified; breach cleared; " + ("; ".join(actions) or "nothing to restart"))
+    _say("isolation verified; breach cleared; " + ("; ".join(actions) or "nothing to restart"))
     return 0
 
 
@@ -524,17 +535,17 @@ def main(argv=None):
     try:
         config = config_lib.load(args.config)
     except (OSError, ValueError) as exc:
-        print(f"{args.config}: {exc}", file=sys.stderr)
+        _say(f"{args.config}: {exc}", stream=sys.stderr)
         return 2
     if args.command == "validate":
         return 0
     monitor = Monitor(config)
     if args.command == "run":
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         run(monitor, events=config["events"] and not args.no_events)
         return 0
     return {"status": status, "check": check, "clear": clear}[args.command](monitor)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -81,6 +81,13 @@ _INTERFACE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
 _COUNTER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
+def _say(text="", stream=None):
+    """One line of the command-line program this module also is."""
+    stream = stream or sys.stdout
+    stream.write(f"{text}\n")
+    stream.flush()
+
+
 def _var(key):
     return VARIABLES.get(key, key)
 
@@ -280,13 +287,13 @@ def main():
     try:
         raw = json.load(sys.stdin)
     except ValueError as exc:
-        print(f"the settings are not JSON: {exc}")
+        _say(f"the settings are not JSON: {exc}")
         return 1
     _config, problems = validate(raw)
     for problem in problems:
-        print(problem)
+        _say(problem)
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -347,7 +347,8 @@ def http_failure_reason(result):
     ):
         if needle in lowered:
             return reason
-    match = re.search(r"<urlopen error (.*)>", msg)
+    # urllib wraps the reason in its own "<url... error REASON>" text.
+    match = re.search(r"<url\w* error (.*)>", msg)
     if match:
         return match.group(1).strip()
     return msg.strip() or "no answer"
