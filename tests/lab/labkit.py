@@ -65,6 +65,13 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["podman", *args], env=lab_env(), capture_output=True, text=True, check=check)
 
 
+# What a converge does after an authorised change: AIDE's baseline written again.
+AIDE_REBASELINE = (
+    "test ! -f /etc/aide/aide.conf || { aide --init --config /etc/aide/aide.conf >/dev/null && "
+    "mv -f /var/lib/aide/aide.db.new /var/lib/aide/aide.db; }"
+)
+
+
 def state_digest(container: str) -> str:
     """Digest of a host's configuration and package set, to prove a run changed nothing."""
     script = (

@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from labkit import ENCLAVE_HOST, REPO, lab_host_vars, podman, run_playbook
+from labkit import AIDE_REBASELINE, ENCLAVE_HOST, REPO, lab_host_vars, podman, run_playbook
 
-AIDE_REBASELINE = (
-    "aide --init --config /etc/aide/aide.conf >/dev/null && mv -f /var/lib/aide/aide.db.new /var/lib/aide/aide.db"
-)
 # Where CI keeps the lab's evidence bundle as a build artefact.
 EXPORT = os.environ.get("ENCLAVE_EVIDENCE_EXPORT", str(REPO / "build" / "evidence"))
 
@@ -43,7 +40,8 @@ def host_state() -> list[str]:
         "find /srv/models -printf '%p %m %U %G %s %T@\\n' | sort; "
         "dpkg-query -W -f='${Package} ${Version} ${Status}\\n'; "
         "nft -s list ruleset; auditctl -l; "
-        "systemctl list-unit-files --no-legend --no-pager"
+        # Transient units (each SSH login's session scope) come and go with logins.
+        "systemctl list-unit-files --no-legend --no-pager | grep -v ' transient '"
     )
     return on_host(script).stdout.splitlines()
 

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 
 import pytest
 from lab_host import LAB_STATE, REPO, wait_until
+from labkit import AIDE_REBASELINE
 from netns import ansible_bin, ensure_collection_link
 
 HOST = "enclave-lab-host"
@@ -110,8 +111,10 @@ BREACHES = {
         EVENT_BOUND,
     ),
     "default route to the canary": (
-        "ip route add default via 198.51.100.99 dev eth0 metric 5",
-        "ip route del default via 198.51.100.99 dev eth0 metric 5",
+        # No device named: the kernel takes the lab network's, whichever ethN
+        # podman gave it on this start.
+        "ip route add default via 198.51.100.99 metric 5",
+        "ip route del default via 198.51.100.99 metric 5",
         {"default_route"},
         EVENT_BOUND,
     ),
@@ -234,6 +237,9 @@ def installed_monitor(tmp_path):
         as_user("systemctl --user daemon-reload", check=False)
         if was_enabled:
             run_playbook(tmp_path, settings={})
+        # The test's installs and restores rewrote watched files, as a converge
+        # would; so, as after a converge, AIDE's baseline is written again.
+        host(AIDE_REBASELINE, check=False)
 
 
 def lab_prerequisites():
