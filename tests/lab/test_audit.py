@@ -241,6 +241,16 @@ def signing_home(tmp_path) -> Path:
     return home
 
 
+def gpg_verify(home: Path, bundle: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["gpg", "--homedir", str(home), "--verify", "SHA256SUMS.asc", "SHA256SUMS"],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(tmp_path, signing_home, baseline_audit):
     """One run over the lab host and a host that does not answer (an address on
     the lab's own network where nothing listens), with an active and an expired
@@ -288,23 +298,10 @@ def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(tmp_path, sign
     assert summary["status"] == "failed"
     assert GHOST in json.dumps(summary["not_audited"])
     assert not (audit.run_dir / GHOST / "evidence.json").exists(), "a host that was not reached has no evidence"
-    verify = subprocess.run(
-        ["gpg", "--homedir", str(signing_home), "--verify", "SHA256SUMS.asc", "SHA256SUMS"],
-        cwd=audit.bundle,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    verify = gpg_verify(signing_home, audit.bundle)
     assert verify.returncode == 0, verify.stderr
     (audit.bundle / "SHA256SUMS").write_text((audit.bundle / "SHA256SUMS").read_text() + "0" * 64 + "  forged\n")
-    forged = subprocess.run(
-        ["gpg", "--homedir", str(signing_home), "--verify", "SHA256SUMS.asc", "SHA256SUMS"],
-        cwd=audit.bundle,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert forged.returncode != 0, "a changed SHA256SUMS still verified"
+    assert gpg_verify(signing_home, audit.bundle).returncode != 0, "a changed SHA256SUMS still verified"
 
 
 BAD_INPUTS = {
