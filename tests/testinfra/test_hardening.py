@@ -85,7 +85,7 @@ def ssh_attempt(host, *options):
         (
             "os_hardening_sysctl_network",
             "os_hardening_sysctl_network_settings",
-            "/etc/sysctl.d/60-enclave-network.conf",
+            "/etc/sysctl.d/99-zz-enclave-network.conf",
         ),
     ],
 )
@@ -103,7 +103,7 @@ def test_ENC_OS_002_kernel_sysctls(host, settings):
     wanted = settings["os_hardening_sysctl_kernel_settings"]
     wrong = {key: proc_sys(host, key) for key, value in wanted.items() if proc_sys(host, key) != str(value)}
     assert wrong == {}
-    assert host.file("/etc/sysctl.d/60-enclave-kernel.conf").contains("kernel.yama.ptrace_scope")
+    assert host.file("/etc/sysctl.d/99-zz-enclave-kernel.conf").contains("kernel.yama.ptrace_scope")
 
 
 def modprobe_refuses(host, name):
