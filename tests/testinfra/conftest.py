@@ -56,3 +56,12 @@ def enclave_vars(host, request) -> dict:
     """The inventory variables of the host under test."""
     inventory = request.config.getoption("--enclave-inventory")
     return _inventory_host_vars(inventory, inventory_name(host))
+
+
+@pytest.fixture(autouse=True)
+def _serving_only(request):
+    """A test marked serving does not apply to a host that does not serve (enclave_serving: false)."""
+    if request.node.get_closest_marker("serving") is None:
+        return
+    if not request.getfixturevalue("enclave_vars").get("enclave_serving", True):
+        pytest.skip("enclave_serving is false in the inventory: this host runs no inference service")

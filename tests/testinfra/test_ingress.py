@@ -21,6 +21,8 @@ import uuid
 import pytest
 from clinic_client import KEY_DIR, clinic, clinic_endpoint
 
+pytestmark = pytest.mark.serving
+
 # An address outside the clinical zone that this machine holds: the lab
 # bridge's gateway, the admin zone's only member.
 NON_CLINICAL_SOURCE = os.environ.get("ENCLAVE_NON_CLINICAL_SOURCE", "198.51.100.1")

@@ -16,6 +16,8 @@ import re
 import pytest
 from enclave_host import REPO
 
+pytestmark = pytest.mark.serving
+
 _spec = importlib.util.spec_from_file_location("make_tiny_r1", REPO / "lab" / "models" / "make_tiny_r1.py")
 tiny_r1 = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny_r1)
