@@ -3,7 +3,7 @@ playbooks/hardening.yml, and the converged lab host (site.yml + hardening),
 side by side in one run; plus the converge and check-mode re-run times of
 playbooks/hardening.yml through SSH.
 
-    sudo .venv/bin/python bench/lynis_index.py [--repeat 3] [--json out.json] [--vm]
+    sudo .venv/bin/python bench/lynis_index.py [--repeat 3] [--json out.json] [--hosts fresh,lab,vm]
 
 Lynis 3.0.8 is the Debian package, unpacked (not installed) into
 /var/tmp/enclave-lynis on each host and removed afterwards, with
@@ -13,8 +13,10 @@ unless --lynis-deb names one. The fresh host is a throwaway container from
 the lab's host image (enclave-bench-hardening, 198.51.100.39), started like
 lab/up starts the lab host and removed at the end; the mirror configuration
 (playbooks/mirrors.yml) is applied to it before the timed converge, as
-site.yml does. Needs the lab (lab/up); --vm also audits the lab VM (lab/vm/up)
-after its converge. Nothing here asserts a time.
+site.yml does. Needs the lab (lab/up); `vm` audits the lab VM (lab/vm/up) after
+its converge, through the ssh_config lab/vm/up writes. Besides the index, each
+host's result names the tests that withheld hardening points (from Lynis's
+log), which is where the index is won or lost. Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -39,6 +42,9 @@ NAME = "enclave-bench-hardening"
 ADDRESS = "198.51.100.39"
 IMAGE = "localhost/enclave-lab-host:current"
 REMOTE_DIR = "/var/tmp/enclave-lynis"
+LAB_STATE = Path(os.environ.get("ENCLAVE_LAB_STATE", REPO / ".lab"))
+VM_SSH = ["ssh", "-F", str(LAB_STATE / "vm" / "ssh_config")]
+HOSTS = ("fresh", "lab", "vm")
 SSH = [
     "ssh",
     "-i",
@@ -106,26 +112,51 @@ def lynis_archive(tmp, deb=None):
     return lynis_tree(deb)
 
 
-def run_lynis(ssh_target, archive):
-    """Unpack Lynis on the host, audit, read the report, remove everything again."""
+LOG_MARK = "--- enclave-lynis log ---"
+
+
+def points_lost(log_lines):
+    """Hardening points each Lynis test withheld, from its log: {test ID: (got, max)} for partial scores."""
+    lost = {}
+    test = None
+    for line in log_lines:
+        if "Performing test ID " in line:
+            test = line.split("Performing test ID ", 1)[1].split()[0]
+        elif "assigned partial number of hardening points (" in line and test:
+            got, _of, most = line.split("hardening points (", 1)[1].split(")", 1)[0].split()
+            prior = lost.get(test, (0, 0))
+            lost[test] = (prior[0] + int(got), prior[1] + int(most))
+    return lost
+
+
+def run_lynis(ssh_target, archive, ssh=SSH):
+    """Unpack Lynis on the host, audit, read the report and the points per test, remove everything again."""
     script = (
-        f"set -e; rm -rf {REMOTE_DIR}; tar -C /var/tmp -xf -; cd {REMOTE_DIR}; "
-        "sh ./lynis audit system --quick --no-colors --no-log "
-        f"--report-file {REMOTE_DIR}/report.dat >/dev/null 2>&1 || true; "
-        f"cat {REMOTE_DIR}/report.dat; rm -rf {REMOTE_DIR}"
+        # As root, or Lynis skips what only root may read and scores lower.
+        f'set -e; test "$(id -u)" -eq 0; rm -rf {REMOTE_DIR}; tar -C /var/tmp -xf -; cd {REMOTE_DIR}; '
+        "sh ./lynis audit system --quick --no-colors "
+        f"--log-file {REMOTE_DIR}/lynis.log --report-file {REMOTE_DIR}/report.dat >/dev/null 2>&1 || true; "
+        f"cat {REMOTE_DIR}/report.dat; echo '{LOG_MARK}'; "
+        f"grep -E 'Performing test ID|hardening points' {REMOTE_DIR}/lynis.log || true; rm -rf {REMOTE_DIR}"
     )
     started = time.monotonic()
+    # ssh hands the remote shell one command line: the script must reach sudo
+    # as one quoted word, or only its first word runs as root.
     result = subprocess.run(
-        [*SSH, *ssh_target, "sudo", "sh", "-c", script], input=archive.read_bytes(), capture_output=True, check=True
+        [*ssh, *ssh_target, f"sudo sh -c {shlex.quote(script)}"],
+        input=archive.read_bytes(),
+        capture_output=True,
+        check=True,
     )
-    report = result.stdout.decode(errors="replace")
-    index = next((line.split("=", 1)[1] for line in report.splitlines() if line.startswith("hardening_index=")), None)
-    suggestions = [line.split("=", 1)[1] for line in report.splitlines() if line.startswith("suggestion[]=")]
-    warnings = [line.split("=", 1)[1] for line in report.splitlines() if line.startswith("warning[]=")]
+    report, _mark, log = result.stdout.decode(errors="replace").partition(LOG_MARK)
+    lines = report.splitlines()
+    index = next((line.split("=", 1)[1] for line in lines if line.startswith("hardening_index=")), None)
+    lost = points_lost(log.splitlines())
     return {
         "index": int(index) if index else None,
-        "suggestions": suggestions,
-        "warnings": warnings,
+        "suggestions": [line.split("=", 1)[1] for line in lines if line.startswith("suggestion[]=")],
+        "warnings": [line.split("=", 1)[1] for line in lines if line.startswith("warning[]=")],
+        "points_lost": {test: f"{got}/{most}" for test, (got, most) in sorted(lost.items())},
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -184,9 +215,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--repeat", type=int, default=3, help="check-mode re-runs (median)")
     parser.add_argument("--lynis-deb", type=Path, help="lynis_3.0.8 .deb (default: apt-get download lynis)")
-    parser.add_argument("--vm", action="store_true", help="also audit the lab VM (127.0.0.1:2222)")
+    parser.add_argument(
+        "--hosts",
+        default="fresh,lab",
+        help="comma-separated, of: fresh (a new host, then hardening.yml, timed), lab (the container lab host), "
+        "vm (the lab VM)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
+    hosts = set(args.hosts.split(","))
+    if not hosts or not hosts <= set(HOSTS):
+        parser.error(f"--hosts takes a comma-separated list of {', '.join(HOSTS)}, not {args.hosts!r}")
 
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -194,27 +233,30 @@ def main():
         control_dir = tmp / "cp"
         control_dir.mkdir()
         results = {}
-        try:
-            inventory = start_fresh_host(tmp)
-            admin = [f"enclave-admin@{ADDRESS}"]
-            results["fresh lab host"] = run_lynis(admin, archive)
-            playbook(inventory, "mirrors.yml", control_dir=control_dir)
-            converge, recap = playbook(inventory, "hardening.yml", control_dir=control_dir)
-            checks = [
-                playbook(inventory, "hardening.yml", "--check", control_dir=control_dir) for _run in range(args.repeat)
-            ]
-            results["fresh host + hardening.yml"] = run_lynis(admin, archive)
-            results["fresh host + hardening.yml"].update(
-                converge_s=round(converge, 1),
-                converge_recap=recap,
-                check_s=round(statistics.median(t for t, _recap in checks), 1),
-                check_recap=checks[-1][1],
-            )
-        finally:
-            podman("rm", "--force", "--time", "5", "--ignore", NAME, check=False)
-        results["lab host (site.yml + hardening.yml)"] = run_lynis(["enclave-admin@198.51.100.20"], archive)
-        if args.vm:
-            results["lab VM (site.yml + hardening.yml)"] = run_lynis(["-p", "2222", "enclave-admin@127.0.0.1"], archive)
+        if "fresh" in hosts:
+            try:
+                inventory = start_fresh_host(tmp)
+                admin = [f"enclave-admin@{ADDRESS}"]
+                results["fresh lab host"] = run_lynis(admin, archive)
+                playbook(inventory, "mirrors.yml", control_dir=control_dir)
+                converge, recap = playbook(inventory, "hardening.yml", control_dir=control_dir)
+                checks = [
+                    playbook(inventory, "hardening.yml", "--check", control_dir=control_dir)
+                    for _run in range(args.repeat)
+                ]
+                results["fresh host + hardening.yml"] = run_lynis(admin, archive)
+                results["fresh host + hardening.yml"].update(
+                    converge_s=round(converge, 1),
+                    converge_recap=recap,
+                    check_s=round(statistics.median(t for t, _recap in checks), 1),
+                    check_recap=checks[-1][1],
+                )
+            finally:
+                podman("rm", "--force", "--time", "5", "--ignore", NAME, check=False)
+        if "lab" in hosts:
+            results["lab host (site.yml)"] = run_lynis(["enclave-admin@198.51.100.20"], archive)
+        if "vm" in hosts:
+            results["lab VM (site.yml)"] = run_lynis(["enclave-lab-vm"], archive, ssh=VM_SSH)
 
     print("| host | Lynis index | suggestions | warnings | converge | check-mode re-run (median) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -229,6 +271,9 @@ def main():
             print(f"  {line}")
         for line in r["warnings"]:
             print(f"  WARNING {line}")
+        print(f"{name}: hardening points withheld (got/max)")
+        for test, score in r["points_lost"].items():
+            print(f"  {test} {score}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
