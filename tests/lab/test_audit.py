@@ -180,7 +180,9 @@ DRIFTS = [
     ),
     Drift(
         "an audit rule removed",
-        apply="auditctl -l | grep -m1 'key=enclave_nft' | sed 's/^-a /-d /' | xargs auditctl",
+        # auditctl -l lists a watch as -w PATH -p x -k KEY, a syscall rule as -a ... key=KEY.
+        apply="auditctl -l | grep -m1 -E '(-k |key=)enclave_nft$' | sed -e 's/^-a /-d /' -e 's/^-w /-W /' "
+        "| xargs auditctl",
         undo="augenrules --load >/dev/null",
         controls={"ENC-AU-004", "ENC-AU-007"},
         needle="enclave_nft",
