@@ -7,6 +7,7 @@
 ``enclave.llm.ssh_lockout_problems``    user | ssh_lockout_problems(user_groups, allow_groups) -> messages
 ``enclave.llm.module_problems``         blacklist | module_problems -> messages
 ``enclave.llm.auditd_conf_problems``    auditd_conf | auditd_conf_problems -> messages
+``enclave.llm.usbguard_setting_problems``  settings | usbguard_setting_problems -> messages
 ``enclave.llm.sysctl_mismatches``       wanted | sysctl_mismatches(runtime) -> keys
 ``enclave.llm.audit_rules``             text | audit_rules -> normalised rule lines
 ``enclave.llm.audit_rule_summary``      rules | audit_rule_summary -> sorted key|object entries
@@ -31,6 +32,7 @@ class FilterModule:
             "ssh_lockout_problems": lib.ssh_lockout_problems,
             "module_problems": lib.module_problems,
             "auditd_conf_problems": lib.auditd_conf_problems,
+            "usbguard_setting_problems": lib.usbguard_setting_problems,
             "sysctl_mismatches": lib.sysctl_mismatches,
             "audit_rules": lib.parse_audit_rules,
             "audit_rule_summary": lib.audit_rule_summary,

@@ -212,6 +212,51 @@ def auditd_conf_problems(conf):
     return problems
 
 
+# usbguard-daemon.conf(5) settings: the accepted values, or None for free text
+# (lists of names, paths).
+USBGUARD_DEVICE_POLICIES = ("allow", "block", "reject", "keep", "apply-policy")
+USBGUARD_SETTINGS = {
+    "RuleFile": None,
+    "RuleFolder": None,
+    "ImplicitPolicyTarget": ("allow", "block", "reject"),
+    "PresentDevicePolicy": USBGUARD_DEVICE_POLICIES,
+    "PresentControllerPolicy": USBGUARD_DEVICE_POLICIES,
+    "InsertedDevicePolicy": ("block", "reject", "apply-policy"),
+    "AuthorizedDefault": ("keep", "none", "all", "internal"),
+    "RestoreControllerDeviceState": ("true", "false"),
+    "DeviceManagerBackend": ("uevent", "umockdev"),
+    "IPCAllowedUsers": None,
+    "IPCAllowedGroups": None,
+    "IPCAccessControlFiles": None,
+    "DeviceRulesWithPort": ("true", "false"),
+    "AuditBackend": ("FileAudit", "LinuxAudit"),
+    "AuditFilePath": None,
+    "HidePII": ("true", "false"),
+}
+
+
+def usbguard_setting_problems(settings):
+    """usbguard-daemon.conf settings the daemon does not know or would refuse to start with."""
+    problems = []
+    for key, value in settings.items():
+        if key not in USBGUARD_SETTINGS:
+            problems.append(
+                f"os_hardening_usbguard_settings names '{key}', which usbguard-daemon.conf does not have; "
+                "known: " + ", ".join(USBGUARD_SETTINGS)
+            )
+            continue
+        allowed = USBGUARD_SETTINGS[key]
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        if allowed is not None and text not in allowed:
+            problems.append(
+                f"os_hardening_usbguard_settings.{key} is '{value}', which usbguard does not accept; "
+                "choose one of: " + ", ".join(allowed)
+            )
+        elif not text.strip() or "\n" in text:
+            problems.append(f"os_hardening_usbguard_settings.{key} must be one non-empty line")
+    return problems
+
+
 def audit_rule_summary(rules):
     """Each rule as 'key|what it watches', sorted: comparable between a rules file and `auditctl -l`.
 

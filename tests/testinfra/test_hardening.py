@@ -405,6 +405,57 @@ def test_ENC_OS_025_operational_tools(host, settings):
         assert "NEEDRESTART-VER" in listed.stdout
     if "debsums" in tools:
         assert host.run("debsums -s openssh-server sudo").rc == 0
+    if "acct" in tools:
+        assert host.service("acct").is_enabled
+        # The kernel appends a record for every process that ends.
+        pacct = host.file("/var/log/account/pacct")
+        before = pacct.size
+        assert host.run("/bin/true").rc == 0
+        assert host.file("/var/log/account/pacct").size > before, "process accounting records nothing"
+    if "chkrootkit" in tools:
+        timer = host.service("chkrootkit.timer")
+        assert timer.is_enabled
+        assert timer.is_running
+
+
+def test_ENC_OS_026_usb_devices_by_policy(host, settings):
+    require(settings, "os_hardening_usbguard")
+    assert host.service("usbguard").is_enabled
+    assert host.service("usbguard").is_running
+    # The running daemon's own view, over its IPC: root only.
+    wanted = settings["os_hardening_usbguard_settings"]
+    for name in ("ImplicitPolicyTarget", "InsertedDevicePolicy"):
+        if name in wanted:
+            assert host.check_output("usbguard get-parameter %s", name) == str(wanted[name]), name
+    devices = host.run("usbguard list-devices")
+    assert devices.rc == 0, devices.stderr
+    # The policy holds the devices present when the host was hardened: the
+    # host's own USB controllers (root hubs) stay authorised.
+    assert host.check_output("usbguard list-rules"), "the USB policy is empty: it blocks every device"
+    hubs = [line for line in devices.stdout.splitlines() if "Host Controller" in line]
+    assert [line for line in hubs if line.split()[1] != "allow"] == []
+    conf = dict(
+        line.split("=", 1)
+        for line in host.file("/etc/usbguard/usbguard-daemon.conf").content_string.splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+    assert {key: conf.get(key) for key in wanted} == {
+        key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in wanted.items()
+    }
+    assert not host.file("/etc/usbguard/IPCAccessControl.d/:plugdev").exists
+    rules = host.file("/etc/usbguard/rules.conf")
+    assert (rules.user, rules.group, rules.mode) == ("root", "root", 0o600)
+
+
+def test_ENC_OS_027_idle_shells_end(host, settings):
+    timeout = settings["os_hardening_shell_timeout"]
+    if not timeout:
+        pytest.skip("os_hardening_shell_timeout is 0 in the inventory")
+    # A login shell has the timeout, and cannot lift it.
+    assert host.check_output("bash -lc 'echo $TMOUT'") == str(timeout)
+    lifted = host.run("bash -lc 'TMOUT=0'")
+    assert lifted.rc != 0
+    assert "readonly" in lifted.stderr
 
 
 # auditd (ENC-AU-*): only where the kernel lets the host hold audit control.

@@ -163,3 +163,22 @@ def test_auditd_actions():
     (problem,) = lib.auditd_conf_problems({**good, "disk_full_action": "explode"})
     assert problem.startswith("auditd_conf.disk_full_action is 'explode', which auditd does not accept")
     assert "email" in lib.auditd_conf_problems({**good, "max_log_file_action": "email"})[0]
+
+
+def test_usbguard_settings_are_checked_against_the_daemons_own():
+    good = {
+        "ImplicitPolicyTarget": "block",
+        "InsertedDevicePolicy": "apply-policy",
+        "RestoreControllerDeviceState": False,
+        "IPCAllowedGroups": "root",
+        "AuditBackend": "LinuxAudit",
+    }
+    assert lib.usbguard_setting_problems(good) == []
+    (unknown,) = lib.usbguard_setting_problems({**good, "InsertedPolicy": "block"})
+    assert unknown.startswith("os_hardening_usbguard_settings names 'InsertedPolicy'")
+    (bad,) = lib.usbguard_setting_problems({**good, "InsertedDevicePolicy": "allow"})
+    assert "InsertedDevicePolicy is 'allow'" in bad
+    assert "apply-policy" in bad
+    assert lib.usbguard_setting_problems({**good, "IPCAllowedUsers": " "}) == [
+        "os_hardening_usbguard_settings.IPCAllowedUsers must be one non-empty line"
+    ]
