@@ -129,7 +129,7 @@ def points_lost(log_lines):
     return lost
 
 
-def run_lynis(ssh_target, archive, ssh=SSH):
+def run_lynis(ssh_target, archive, ssh=None):
     """Unpack Lynis on the host, audit, read the report and the points per test, remove everything again."""
     script = (
         # As root, or Lynis skips what only root may read and scores lower.
@@ -143,7 +143,7 @@ def run_lynis(ssh_target, archive, ssh=SSH):
     # ssh hands the remote shell one command line: the script must reach sudo
     # as one quoted word, or only its first word runs as root.
     result = subprocess.run(
-        [*ssh, *ssh_target, f"sudo sh -c {shlex.quote(script)}"],
+        [*(ssh or SSH), *ssh_target, f"sudo sh -c {shlex.quote(script)}"],
         input=archive.read_bytes(),
         capture_output=True,
         check=True,
