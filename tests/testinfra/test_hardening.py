@@ -233,6 +233,7 @@ def test_ENC_OS_012_no_core_dumps(host, settings):
     require(settings, "os_hardening_core_dumps")
     assert host.check_output("systemctl show --property=DefaultLimitCORE --value") == "0"
     assert host.check_output("su -s /bin/bash -c 'ulimit -Hc' nobody") == "0"
+    assert host.check_output("bash -lc 'ulimit -c'") == "0"
     coredump = host.check_output("systemd-analyze cat-config systemd/coredump.conf")
     assert "Storage=none" in coredump
     if settings["os_hardening_sysctl_kernel"]:
@@ -253,6 +254,14 @@ def test_ENC_OS_014_unneeded_packages_and_units(host, settings):
         unit: host.run("systemctl is-enabled %s", unit).stdout.strip() for unit in settings["os_hardening_units_masked"]
     }
     assert set(states.values()) == {"masked"}, states
+    overrides = host.run("dpkg-statoverride --list").stdout.splitlines()
+    for name in settings["os_hardening_root_only_programs"]:
+        program = host.file(f"/usr/bin/{name}")
+        if not program.exists:
+            continue
+        real = host.check_output("readlink -f %s", program.path)
+        assert (host.file(real).user, host.file(real).mode) == ("root", 0o750), real
+        assert f"root root 750 {real}" in overrides, f"{real}: a package update would reset its mode"
 
 
 def test_ENC_OS_015_unattended_security_updates(host, settings):
