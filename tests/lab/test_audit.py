@@ -77,6 +77,10 @@ def run_audit(dest: Path, *extra: str) -> Audit:
 def baseline_audit(tmp_path_factory) -> Audit:
     """Two audits of the converged host, with its state hashed before and after."""
     dest = tmp_path_factory.mktemp("audit")
+    # The host suites may have run first, and their AIDE probe (ENC-OS-022)
+    # adds and removes a file under /etc: start from the baseline a converge
+    # writes, so the audit sees the converged host whatever the test order.
+    on_host(AIDE_REBASELINE)
     before = host_state()
     first = run_audit(dest / "first")
     second = run_audit(dest / "second")
