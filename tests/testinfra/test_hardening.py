@@ -187,6 +187,12 @@ def test_ENC_OS_007_ssh_keys_only_no_root(host, settings, sshd):
     refused = ssh_attempt(host, "-o", "PreferredAuthentications=password,keyboard-interactive", "-l", "root")
     assert refused.rc != 0
     assert "Permission denied (publickey)" in refused.stderr, refused.stderr
+    # Only root reads how sshd is configured (CIS 5.1.1): the main file and
+    # every drop-in it includes.
+    dropins = host.run("find /etc/ssh/sshd_config.d -maxdepth 1 -name '*.conf'").stdout.split()
+    for path in ["/etc/ssh/sshd_config", *dropins]:
+        config = host.file(path)
+        assert (config.user, config.group, config.mode) == ("root", "root", 0o600), path
 
 
 def test_ENC_OS_008_ssh_allow_groups(host, settings, sshd, enclave_vars):
