@@ -170,7 +170,9 @@ MODEL_FILE = "$(readlink -f /srv/models/tiny-r1/current)/config.json"
 DRIFTS = [
     Drift(
         "sshd allows TCP forwarding",
-        apply="printf 'AllowTcpForwarding yes\\n' > /etc/ssh/sshd_config.d/00-drift.conf",
+        # Root-only like the drop-ins the role writes, so the one drift is
+        # the forwarding (a world-readable file would fail ENC-OS-007 too).
+        apply="umask 077; printf 'AllowTcpForwarding yes\\n' > /etc/ssh/sshd_config.d/00-drift.conf",
         undo="rm -f /etc/ssh/sshd_config.d/00-drift.conf",
         controls={"ENC-OS-011", "ENC-OS-022"},
         needle="allowtcpforwarding",
