@@ -19,7 +19,12 @@ MESSAGE_WIDTH = 300
 def failures(report: Path) -> list[str]:
     """'<file>: <test id>: <first line of the message>' for each failed test case."""
     lines = []
-    for case in ET.parse(report).getroot().iter("testcase"):
+    try:
+        root = ET.parse(report).getroot()
+    except ET.ParseError as error:
+        # A run killed mid-write (a CI time limit) leaves a truncated report.
+        return [f"{report.name}: unreadable ({error}); the run that wrote it did not finish"]
+    for case in root.iter("testcase"):
         for outcome in ("failure", "error"):
             element = case.find(outcome)
             if element is None:

@@ -36,3 +36,11 @@ def test_a_passing_report_names_nothing(tmp_path):
     report = tmp_path / "pass.xml"
     report.write_text('<testsuites><testsuite><testcase classname="a" name="b"/></testsuite></testsuites>')
     assert failures(report) == []
+
+
+def test_a_truncated_report_counts_as_a_failure(tmp_path):
+    report = tmp_path / "cut.xml"
+    report.write_bytes(SAMPLE.read_bytes()[:300])
+    (line,) = failures(report)
+    assert line.startswith("cut.xml: unreadable")
+    assert main([str(tmp_path)]) == 1
