@@ -1,23 +1,30 @@
-"""playbooks/audit.yml on the converged lab host: read-only, a complete and
-verifiable evidence bundle, and drift that fails exactly the affected controls.
+"""playbooks/audit.yml on the converged lab host, in two audits.
 
-Each drift is a change an operator could make by hand on a production host.
-It is applied, the audit runs, the report must fail exactly the controls the
-drift breaks (with the drifted thing in their evidence) and the playbook must
-exit non-zero; then the drift is undone and the file-integrity baseline, which
-rightly saw the change, is written again as a converge would.
+The baseline audit runs on the host as converged: it changes nothing, passes,
+and writes a complete bundle whose digest verifies.
+
+The drifted audit runs once with every drift below on the host at the same
+time, beside an active and an expired waiver, a signing key and a host that
+does not answer. Each drift is a change an operator could make by hand on a
+production host; from that one run, each drift must have failed exactly its
+controls, and each failed control's evidence must show its own drift and no
+other. Then the drifts are undone, the file-integrity baseline (which rightly
+saw the changes) is written again as a converge would, and the host must be
+as the baseline audit found it.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -46,18 +53,32 @@ def host_state() -> list[str]:
     return on_host(script).stdout.splitlines()
 
 
+def digest_of(state: list[str]) -> str:
+    return hashlib.sha256("\n".join(state).encode()).hexdigest()
+
+
+def state_diff(before: list[str], after: list[str], names: tuple[str, str]) -> list[str]:
+    return list(difflib.unified_diff(before, after, *names, lineterm="", n=0))
+
+
 @dataclass
 class Audit:
     result: subprocess.CompletedProcess
     run_dir: Path
+    # The host's state once the audit (and whatever it was part of) is over.
+    host_state: list[str] = field(default_factory=list)
 
     @property
     def bundle(self) -> Path:
         return self.run_dir / ENCLAVE_HOST
 
-    @property
+    @functools.cached_property
     def evidence(self) -> dict:
         return json.loads((self.bundle / "evidence.json").read_text())
+
+    @property
+    def controls(self) -> dict[str, dict]:
+        return {c["id"]: c for c in self.evidence["controls"]}
 
     def controls_with(self, status: str) -> set[str]:
         return {c["id"] for c in self.evidence["controls"] if c["status"] == status}
@@ -75,36 +96,33 @@ def run_audit(dest: Path, *extra: str) -> Audit:
 
 @pytest.fixture(scope="module")
 def baseline_audit(tmp_path_factory) -> Audit:
-    """Two audits of the converged host, with its state hashed before and after."""
+    """An audit of the converged host, with its state hashed before and after."""
     dest = tmp_path_factory.mktemp("audit")
     # The host suites may have run first, and their AIDE probe (ENC-OS-022)
     # adds and removes a file under /etc: start from the baseline a converge
     # writes, so the audit sees the converged host whatever the test order.
     on_host(AIDE_REBASELINE)
     before = host_state()
-    first = run_audit(dest / "first")
-    second = run_audit(dest / "second")
+    audit = run_audit(dest)
     after = host_state()
-    changed = list(difflib.unified_diff(before, after, "before", "after", lineterm="", n=0))
+    changed = state_diff(before, after, ("before", "after"))
     assert changed == [], "the audit changed the host:\n" + "\n".join(changed[:40])
     shutil.rmtree(EXPORT, ignore_errors=True)
-    shutil.copytree(second.run_dir, EXPORT)
-    digest = hashlib.sha256("\n".join(after).encode()).hexdigest()
+    shutil.copytree(audit.run_dir, EXPORT)
     Path(EXPORT, "host-state.txt").write_text(
-        f"sha256 of {ENCLAVE_HOST}'s state before the first and after the second audit: {digest} (equal)\n"
+        f"sha256 of {ENCLAVE_HOST}'s state before and after the audit: {digest_of(after)} (equal)\n"
     )
-    first.second = second
-    return first
+    audit.host_state = after
+    return audit
 
 
 def test_audit_passes_on_the_converged_host_and_changes_nothing(baseline_audit):
-    for audit in (baseline_audit, baseline_audit.second):
-        assert audit.result.returncode == 0, audit.output()
-        evidence = audit.evidence
-        assert evidence["status"] == "passed", {c["id"]: c["status"] for c in evidence["controls"]}
-        assert audit.controls_with("failed") == set()
-        assert audit.controls_with("not_verified") == set()
-        assert audit.controls_with("passed"), "no control passed: nothing was verified"
+    assert baseline_audit.result.returncode == 0, baseline_audit.output()
+    evidence = baseline_audit.evidence
+    assert evidence["status"] == "passed", {c["id"]: c["status"] for c in evidence["controls"]}
+    assert baseline_audit.controls_with("failed") == set()
+    assert baseline_audit.controls_with("not_verified") == set()
+    assert baseline_audit.controls_with("passed"), "no control passed: nothing was verified"
 
 
 def test_every_catalogued_control_is_in_the_bundle(baseline_audit):
@@ -156,17 +174,40 @@ class Drift:
     apply: str
     undo: str
     controls: set[str]
-    # Text that must appear in the evidence of the first control, proving the
-    # failure names the drifted thing.
-    needle: str
+    # A pattern that matches the failing evidence only when this drift is on
+    # the host: the drifted value or the drifted path, never a name the
+    # control's tests print whatever the host looks like.
+    marker: str
     # The inventory switch the drifted area needs on the host, if any.
     needs: str | None = None
 
     def __str__(self) -> str:
         return self.name
 
+    def shown_in(self, text: str) -> bool:
+        return re.search(self.marker, text) is not None
+
+
+def failure_text(control: dict) -> str:
+    """What a control's failing tests reported and the output of the commands
+    they ran. Its passing tests are left out: they record healthy values, and
+    would let one drift's marker turn up under another drift's control."""
+    parts = []
+    for test in control["tests"]:
+        if test["outcome"] not in ("failed", "error"):
+            continue
+        parts.append(test.get("message") or "")
+        for command in test.get("commands") or []:
+            parts += [command.get("command") or "", command.get("stdout") or "", command.get("stderr") or ""]
+    return "\n".join(parts)
+
 
 MODEL_FILE = "$(readlink -f /srv/models/tiny-r1/current)/config.json"
+# ENC-OS-022 (AIDE) is the one control two drifts share: a single AIDE check
+# reports every file changed since the baseline, so both drifts that change a
+# file fail it, and no file drift can avoid it. There the evidence decides: the
+# AIDE report must name each of the two files, and the check per drift allows a
+# shared control to name only the other drifts that expect it too.
 DRIFTS = [
     Drift(
         "sshd allows TCP forwarding",
@@ -175,14 +216,17 @@ DRIFTS = [
         apply="umask 077; printf 'AllowTcpForwarding yes\\n' > /etc/ssh/sshd_config.d/00-drift.conf",
         undo="rm -f /etc/ssh/sshd_config.d/00-drift.conf",
         controls={"ENC-OS-011", "ENC-OS-022"},
-        needle="allowtcpforwarding",
+        # sshd -T and the test's dict comparison print the value; AIDE the file.
+        marker=r"allowtcpforwarding\W+yes|/etc/ssh/sshd_config\.d/00-drift\.conf",
     ),
     Drift(
         "a model file made writable",
         apply=f"chmod 0644 {MODEL_FILE}",
         undo=f"chmod 0444 {MODEL_FILE}",
         controls={"ENC-MS-002", "ENC-OS-022"},
-        needle="config.json",
+        # The store's listing prints the mode beside the name; AIDE the full
+        # path (the slash keeps tokenizer_config.json and the like out).
+        marker=r"644 root root config\.json|/config\.json\b",
     ),
     Drift(
         "an audit rule removed",
@@ -191,7 +235,7 @@ DRIFTS = [
         "| xargs auditctl",
         undo="augenrules --load >/dev/null",
         controls={"ENC-AU-004", "ENC-AU-007"},
-        needle="enclave_nft",
+        marker=r"\benclave_nft\b",
         needs="auditd_enabled",
     ),
     Drift(
@@ -199,7 +243,7 @@ DRIFTS = [
         apply="sysctl -qw net.ipv4.conf.all.accept_redirects=1",
         undo="sysctl -qw net.ipv4.conf.all.accept_redirects=0",
         controls={"ENC-OS-001"},
-        needle="accept_redirects",
+        marker=r"accept_redirects\W+1\b",
     ),
     Drift(
         "an nftables table added beside the enclave's",
@@ -207,39 +251,39 @@ DRIFTS = [
         "nft add chain inet enclave_drift output '{ type filter hook output priority 10; policy accept; }'",
         undo="nft delete table inet enclave_drift",
         controls={"ENC-FW-001"},
-        needle="enclave_drift",
+        marker=r"\benclave_drift\b",
     ),
 ]
 
-
-@pytest.mark.parametrize("drift", DRIFTS, ids=str)
-def test_drift_fails_exactly_the_affected_controls(drift, tmp_path, baseline_audit):
-    if drift.needs and not lab_host_vars().get(drift.needs):
-        # The container lab shares the machine's audit subsystem and leaves
-        # auditd off; the VM lab holds it.
-        pytest.skip(f"{drift.needs} is false for {ENCLAVE_HOST} in the lab inventory")
-    on_host(drift.apply)
-    try:
-        audit = run_audit(tmp_path)
-    finally:
-        on_host(drift.undo)
-        on_host(AIDE_REBASELINE)
-    assert audit.result.returncode != 0, "the audit passed with drift on the host"
-    failed = audit.controls_with("failed")
-    assert failed == drift.controls, f"{drift}: failed {sorted(failed)}, expected {sorted(drift.controls)}"
-    first = next(c for c in audit.evidence["controls"] if c["id"] == sorted(drift.controls)[0])
-    assert drift.needle in json.dumps(first["tests"]).lower(), f"the evidence of {first['id']} does not show the drift"
-    summary = json.loads((audit.run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed"
-
-
 GHOST = "enclave-lab-ghost"
+WAIVED = "ENC-OS-020"
+EXPIRED = "ENC-OS-021"
+WAIVERS = (
+    "schema: 1\n"
+    "waivers:\n"
+    f"  - control: {WAIVED}\n"
+    "    reason: the banner text is being agreed with the data protection officer\n"
+    "    approver: Head of IT security\n"
+    "    expires: 2099-12-31\n"
+    f"    hosts: [{ENCLAVE_HOST}]\n"
+    f"  - control: {EXPIRED}\n"
+    "    reason: an old exception that nobody renewed\n"
+    "    approver: Head of IT security\n"
+    "    expires: 2020-01-31\n"
+)
+# An address on the lab's own network where nothing listens.
+GHOST_INVENTORY = (
+    "llm_servers:\n"
+    "  hosts:\n"
+    f"    {GHOST}:\n"
+    "      ansible_host: 198.51.100.99\n"
+    "      ansible_ssh_common_args: >-\n"
+    "        -o ConnectTimeout=3 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
+)
 
 
-@pytest.fixture
-def signing_home(tmp_path) -> Path:
+def new_signing_home(home: Path) -> Path:
     """A throwaway GNUPGHOME with an audit-signing key."""
-    home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key", "audit@lab.enclave.invalid"],
@@ -247,6 +291,11 @@ def signing_home(tmp_path) -> Path:
         capture_output=True,
     )
     return home
+
+
+@pytest.fixture
+def signing_home(tmp_path) -> Path:
+    return new_signing_home(tmp_path / "gnupg")
 
 
 def gpg_verify(home: Path, bundle: Path) -> subprocess.CompletedProcess:
@@ -259,57 +308,130 @@ def gpg_verify(home: Path, bundle: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(tmp_path, signing_home, baseline_audit):
-    """One run over the lab host and a host that does not answer (an address on
-    the lab's own network where nothing listens), with an active and an expired
-    waiver and a signing key."""
-    waivers = tmp_path / "waivers.yml"
-    waivers.write_text(
-        "schema: 1\n"
-        "waivers:\n"
-        "  - control: ENC-OS-020\n"
-        "    reason: the banner text is being agreed with the data protection officer\n"
-        "    approver: Head of IT security\n"
-        "    expires: 2099-12-31\n"
-        f"    hosts: [{ENCLAVE_HOST}]\n"
-        "  - control: ENC-OS-021\n"
-        "    reason: an old exception that nobody renewed\n"
-        "    approver: Head of IT security\n"
-        "    expires: 2020-01-31\n"
-    )
-    ghost = tmp_path / "ghost.yml"
-    ghost.write_text(
-        "llm_servers:\n"
-        "  hosts:\n"
-        f"    {GHOST}:\n"
-        "      ansible_host: 198.51.100.99\n"
-        "      ansible_ssh_common_args: >-\n"
-        "        -o ConnectTimeout=3 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null\n"
-    )
-    audit = run_audit(
-        tmp_path / "evidence",
-        "-i",
-        str(ghost),
-        "-e",
-        f"enclave_audit_waivers={waivers}",
-        "-e",
-        "enclave_audit_signing_key=audit@lab.enclave.invalid",
-        "-e",
-        f"enclave_audit_gnupghome={signing_home}",
-    )
-    assert audit.result.returncode != 0, "an unreachable host and an expired waiver must fail the audit"
-    assert audit.controls_with("waived") == {"ENC-OS-020"}
-    assert audit.controls_with("failed") == {"ENC-OS-021"}
-    expired = next(c for c in audit.evidence["controls"] if c["id"] == "ENC-OS-021")
+@dataclass
+class DriftedAudit:
+    audit: Audit
+    applied: list[Drift]
+    # Drift name -> why it was left off this host.
+    left_off: dict[str, str]
+    signing_home: Path
+    undo_failures: list[str]
+
+    def drifts_shown_in(self, control_id: str) -> set[str]:
+        text = failure_text(self.audit.controls[control_id])
+        return {d.name for d in self.applied if d.shown_in(text)}
+
+
+@pytest.fixture(scope="module")
+def drifted_audit(tmp_path_factory, baseline_audit) -> DriftedAudit:
+    """One fleet run over the lab host, with every drift on it at once, and a
+    host that does not answer, an active and an expired waiver and a signing key.
+    The drifts are undone before any test reads the result."""
+    work = tmp_path_factory.mktemp("drifted")
+    home = new_signing_home(work / "gnupg")
+    (work / "waivers.yml").write_text(WAIVERS)
+    (work / "ghost.yml").write_text(GHOST_INVENTORY)
+    host_vars = lab_host_vars()
+    # The container lab shares the machine's audit subsystem and leaves
+    # auditd off; the VM lab holds it.
+    left_off = {
+        d.name: f"{d.needs} is false for {ENCLAVE_HOST} in the lab inventory"
+        for d in DRIFTS
+        if d.needs and not host_vars.get(d.needs)
+    }
+    applied = [d for d in DRIFTS if d.name not in left_off]
+    # Listed before it is applied, so a drift that fails half-way is undone too.
+    touched: list[Drift] = []
+    undo_failures: list[str] = []
+    try:
+        for drift in applied:
+            touched.append(drift)
+            on_host(drift.apply)
+        audit = run_audit(
+            work / "evidence",
+            "-i",
+            str(work / "ghost.yml"),
+            "-e",
+            f"enclave_audit_waivers={work / 'waivers.yml'}",
+            "-e",
+            "enclave_audit_signing_key=audit@lab.enclave.invalid",
+            "-e",
+            f"enclave_audit_gnupghome={home}",
+        )
+    finally:
+        for drift in reversed(touched):
+            undo = on_host(drift.undo, check=False)
+            if undo.returncode != 0:
+                undo_failures.append(f"{drift}: exit {undo.returncode}: {undo.stderr.strip()}")
+        on_host(AIDE_REBASELINE)
+    audit.host_state = host_state()
+    return DriftedAudit(audit, applied, left_off, home, undo_failures)
+
+
+@pytest.mark.parametrize("drift", DRIFTS, ids=str)
+def test_drift_fails_exactly_the_affected_controls(drift, drifted_audit):
+    if drift.name in drifted_audit.left_off:
+        pytest.skip(drifted_audit.left_off[drift.name])
+    audit = drifted_audit.audit
+    statuses = {c: audit.controls[c]["status"] for c in sorted(drift.controls)}
+    assert all(s == "failed" for s in statuses.values()), f"{drift}: its controls did not all fail: {statuses}"
+    failed = audit.controls_with("failed")
+    shown = {c for c in failed if drift.name in drifted_audit.drifts_shown_in(c)}
+    unexpected = sorted(shown - drift.controls)
+    assert unexpected == [], f"{drift} failed {unexpected} as well, which it must not break"
+    silent = sorted(drift.controls - shown)
+    assert silent == [], f"{drift}: the evidence of {silent} does not show the drift ({drift.marker!r})"
+    for control_id in sorted(drift.controls):
+        sharing = {d.name for d in drifted_audit.applied if control_id in d.controls}
+        others = sorted(drifted_audit.drifts_shown_in(control_id) - sharing)
+        assert others == [], f"{control_id}, failed by {drift}, shows drift {others} too, which must not break it"
+
+
+def test_the_drifted_audit_fails_the_drifts_controls_and_nothing_else(drifted_audit):
+    audit = drifted_audit.audit
+    assert audit.result.returncode != 0, "the audit passed with drift on the host"
+    by_drift = set().union(*(d.controls for d in drifted_audit.applied))
+    # An active waiver turns a failure into waived; an expired one fails its control.
+    expected = (by_drift - {WAIVED}) | {EXPIRED}
+    failed = audit.controls_with("failed")
+    # Each unexpected control with the drifts its evidence shows: who broke it.
+    unexpected = {c: sorted(drifted_audit.drifts_shown_in(c)) or "no drift" for c in sorted(failed - expected)}
+    assert unexpected == {}, f"controls that no drift should fail failed, by drift: {unexpected}"
+    assert failed == expected, f"controls that should have failed and did not: {sorted(expected - failed)}"
+    assert audit.controls_with("not_verified") == set()
+    assert audit.evidence["status"] == "failed"
+    summary = json.loads((audit.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+
+
+def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(drifted_audit, tmp_path):
+    audit = drifted_audit.audit
+    controls = audit.controls
+    assert audit.controls_with("waived") == {WAIVED}
+    assert controls[WAIVED]["waiver"]["state"] == "active"
+    assert controls[WAIVED]["result_status"] == "passed", "a waiver must keep the tests' own result"
+    expired = controls[EXPIRED]
+    assert expired["status"] == "failed", "an expired waiver must fail its control"
+    assert expired["waiver"]["state"] == "expired"
     assert "2020-01-31" in json.dumps(expired)
     summary = json.loads((audit.run_dir / "summary.json").read_text())
     assert summary["status"] == "failed"
-    assert GHOST in json.dumps(summary["not_audited"])
+    assert summary["not_audited"] == [GHOST]
     assert not (audit.run_dir / GHOST / "evidence.json").exists(), "a host that was not reached has no evidence"
-    verify = gpg_verify(signing_home, audit.bundle)
+    verify = gpg_verify(drifted_audit.signing_home, audit.bundle)
     assert verify.returncode == 0, verify.stderr
-    (audit.bundle / "SHA256SUMS").write_text((audit.bundle / "SHA256SUMS").read_text() + "0" * 64 + "  forged\n")
-    assert gpg_verify(signing_home, audit.bundle).returncode != 0, "a changed SHA256SUMS still verified"
+    # Forged on a copy: the other tests read the same bundle.
+    forged = tmp_path / "forged"
+    shutil.copytree(audit.bundle, forged)
+    (forged / "SHA256SUMS").write_text((forged / "SHA256SUMS").read_text() + "0" * 64 + "  forged\n")
+    assert gpg_verify(drifted_audit.signing_home, forged).returncode != 0, "a changed SHA256SUMS still verified"
+
+
+def test_every_drift_is_undone_and_the_host_is_as_the_baseline_audit_found_it(drifted_audit, baseline_audit):
+    assert drifted_audit.undo_failures == [], "drifts that could not be undone"
+    before, after = baseline_audit.host_state, drifted_audit.audit.host_state
+    changed = state_diff(before, after, ("baseline", "after the drifts were undone"))
+    assert digest_of(after) == digest_of(before), "the drifts left the host changed:\n" + "\n".join(changed[:40])
 
 
 BAD_INPUTS = {
