@@ -36,6 +36,14 @@ LAB_SIGNING_UID="enclave lab image signing <image-signing@lab.enclave.invalid>"
 
 mkdir -p "$LAB_STATE"
 
+# What takes minutes to make and depends only on its recipe is kept once per
+# machine, outside every checkout, so a fresh clone (CI's every run) reuses it:
+# the lab admin key (the VM disk bakes it in), the wheelhouse, the VM disks,
+# the mirror's registry blobs and its apt cache. Each entry is keyed on its
+# inputs by the script that makes it; `lab/down --purge-cache` removes it all.
+LAB_CACHE=${ENCLAVE_LAB_CACHE:-/var/cache/enclave-lab}
+mkdir -p "$LAB_CACHE" 2>/dev/null || true
+
 # Podman reads the project's containers.conf only: runc (crun cannot run on
 # cgroups v1 hybrid), ulimits below the machine's hard limits, and network
 # definitions kept under /var/lib instead of /etc/containers. Like the
@@ -73,12 +81,19 @@ recipe_hash() {
   cat "$@" | sha256sum | cut -c1-12
 }
 
+# The key is made once per machine and copied into the checkout's state,
+# where the inventories look for it.
 ensure_ssh_key() {
-  if [[ ! -f $LAB_SSH_KEY ]]; then
-    mkdir -p "$(dirname "$LAB_SSH_KEY")"
-    chmod 700 "$(dirname "$LAB_SSH_KEY")"
-    ssh-keygen -q -t ed25519 -N '' -C enclave-lab-admin -f "$LAB_SSH_KEY"
-    say "created the lab admin key $LAB_SSH_KEY"
+  local cached=$LAB_CACHE/ssh/id_ed25519
+  if [[ ! -f $cached ]]; then
+    install -d -m 0700 "$(dirname "$cached")"
+    ssh-keygen -q -t ed25519 -N '' -C enclave-lab-admin -f "$cached"
+    say "created the lab admin key $cached"
+  fi
+  if ! cmp -s "$cached" "$LAB_SSH_KEY" || ! cmp -s "$cached.pub" "$LAB_SSH_KEY.pub"; then
+    install -d -m 0700 "$(dirname "$LAB_SSH_KEY")"
+    install -m 0600 "$cached" "$LAB_SSH_KEY"
+    install -m 0644 "$cached.pub" "$LAB_SSH_KEY.pub"
   fi
 }
 

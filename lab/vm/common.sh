@@ -7,6 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 VM_NAME=enclave-lab-vm
 VM_STATE=$LAB_STATE/vm
 VM_RECIPE=$LAB_ROOT/lab/vm/vm.conf
+# Pristine disks, one folder per recipe hash, kept machine-wide (lab/lib.sh).
+VM_IMAGES=$LAB_CACHE/vm-images
 # The image directory of the current recipe (kernel, initrd, pristine disk).
 VM_IMAGE=$VM_STATE/image
 VM_DISK=$VM_STATE/disk.qcow2
