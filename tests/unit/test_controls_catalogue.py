@@ -126,7 +126,7 @@ def markers(reference):
 
 TASKS = task_names()
 TASK_FILES = {control_id: {path for path, _tags in entries} for control_id, entries in TASKS.items()}
-TESTS = ids_in(sorted(REPO.glob("tests/**/*.py")) + sorted(REPO.glob("molecule/*/checks/*.yml")))
+TESTS = ids_in(sorted(REPO.glob("tests/**/*.py")) + sorted(REPO.glob("molecule/*/tasks/*.yml")))
 ALL_TASK_MENTIONS = ids_in(sorted(REPO.glob("roles/*/tasks/*.yml")))
 
 
