@@ -57,6 +57,7 @@ CLEANUP_LIMIT_S = 600.0
 AFTER_KILL_S = 5.0
 POLL_S = 0.1
 TAIL_LINES, TAIL_LINES_FAILED = 150, 300
+REPORT_NAME = "budget.txt"
 LAST_LINE_WIDTH = 100
 SLOWEST = 5
 # A JUnit report older than its stage was left by an earlier run; the margin
@@ -387,11 +388,15 @@ class Runner:
         if self.interrupted.is_set():
             name = signal.Signals(self.signum).name if self.signum else "a signal"
             self.say(f"the runner got {name}: it stopped the running stages and skipped the rest")
-        self.say(render_table(self.lanes, self.wall))
+        report = [render_table(self.lanes, self.wall)]
         for lane in in_run_order(self.lanes):
             for stage in lane.stages:
                 if stage.status in (OVER, FAILED, STOPPED):
-                    self.say(self.slowest_of(stage))
+                    report.append(self.slowest_of(stage))
+        for part in report:
+            self.say(part)
+        # .ci/run shows it again as its last table, after the audit evidence.
+        (self.log_dir / REPORT_NAME).write_text("\n".join(report) + "\n")
         if self.signum:
             return 128 + self.signum
         stages = [stage for lane in self.lanes for stage in lane.stages + lane.cleanups]
