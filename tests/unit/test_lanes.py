@@ -421,6 +421,10 @@ def test_over_budget_is_a_warning_with_the_slowest_tests_and_tasks(tmp_path):
     ]
     assert "test_stale" not in result.stdout
     assert "=== stage fast" not in result.stdout
+    # .ci/run prints the same report again as its last table.
+    saved = (root / "build" / "ci" / "budget.txt").read_text()
+    assert row(saved, "main", "slow").endswith("OVER")
+    assert "     9.4 s  t::test_9" in saved
 
 
 @pytest.mark.parametrize(("outcome", "shown"), [("return 0", 150), ("return 1", 300)])
