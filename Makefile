@@ -7,7 +7,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 COLLECTION_LINK := .collections/ansible_collections/enclave/llm
 
-.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy audit controls-doc test lint unit integration molecule build-collection
+.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy audit controls-doc test check lint unit integration molecule build-collection
 
 deps: $(VENV)/.installed $(COLLECTION_LINK)
 	@lab/install-deps
@@ -62,6 +62,9 @@ controls-doc: deps
 
 test: deps
 	tests/run-stages
+
+check: deps
+	tests/run-stages check
 
 lint: deps
 	tests/run-stages lint

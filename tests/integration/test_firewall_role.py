@@ -28,6 +28,8 @@ import pytest
 import yaml
 from lab_host import LAB_NETWORK, TARGET_IMAGE, lab_target, podman, ssh_command, wait_for_ssh, wait_until
 
+pytestmark = pytest.mark.lab
+
 NAME = "enclave-test-firewall"
 ADDRESS = "198.51.100.31"
 PEER = "enclave-test-firewall-peer"

@@ -14,6 +14,8 @@ import re
 import pytest
 from lab_host import lab_target
 
+pytestmark = pytest.mark.lab
+
 TARGET_NAME = "enclave-test-hardening"
 TARGET_ADDR = "198.51.100.38"
 TARGET_LABEL = "io.enclave.test=hardening"

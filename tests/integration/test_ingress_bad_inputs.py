@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+pytestmark = pytest.mark.lab
+
 SERVER_NAME = "llm.lab.enclave.invalid"
 GOOD_UPSTREAM_KEY = "lab-upstream-key-" + "k" * 32
 NOW = datetime.datetime.now(datetime.UTC)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 from lab_host import podman
 
+pytestmark = pytest.mark.lab
+
 DIGEST = "sha256:" + "0" * 64
 REGISTRY = "198.51.100.10:5000"
 

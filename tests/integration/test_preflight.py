@@ -51,6 +51,7 @@ def describe(result):
     return f"$ {result.command}\nrc={result.returncode}\n{result.stdout}\n{result.stderr}"
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
 def test_bad_inventory_fails_with_one_message_and_changes_nothing(target, case, tmp_path):
     override, expected = load_case(case)
@@ -94,6 +95,7 @@ def test_cases_cover_the_required_failures():
         assert required in names
 
 
+@pytest.mark.lab
 def test_lab_inventory_passes_and_changes_nothing(target):
     gnupg = Path.home() / ".gnupg"
     gnupg_before = gnupg.exists()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.lab
+
 IMAGE_BY_TAG = "198.51.100.10:5000/enclave/vllm-cpu:0.32.0"
 
 
