@@ -476,7 +476,7 @@ def test_a_signal_to_the_runner_stops_every_stage_and_still_prints_the_table(tmp
         while not ((root / "m.pid").exists() and (root / "v.pid").exists()) and time.monotonic() < deadline:
             time.sleep(0.05)
         runner.send_signal(signal.SIGTERM)
-        out, _ = runner.communicate(timeout=15)
+        out = runner.communicate(timeout=15)[0]
     assert runner.returncode == 128 + signal.SIGTERM
     assert "lane main stopped in stage m: the runner got SIGTERM" in out
     assert "lane vm stopped in stage v: the runner got SIGTERM" in out
