@@ -12,13 +12,11 @@ COLLECTION_LINK := .collections/ansible_collections/enclave/llm
 deps: $(VENV)/.installed $(COLLECTION_LINK)
 	@lab/install-deps
 
-# The venv is rebuilt only when requirements.txt changes.
+# The venv is made once per machine for each requirements.txt, in the lab's
+# machine-wide cache (lab/lib.sh), and .venv links to it: a fresh clone with
+# the same pins installs nothing.
 $(VENV)/.installed: requirements.txt
-	@echo "[deps] creating $(VENV) from requirements.txt"
-	@$(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
-		| grep -v 'is ignored: it is neither a file nor a directory'; exit $${PIPESTATUS[0]}
-	@sha256sum requirements.txt > $@
+	@lab/venv "$(VENV)" requirements.txt "$(PYTHON)"
 
 $(COLLECTION_LINK):
 	@mkdir -p $(dir $@)
@@ -37,7 +35,7 @@ lab-up: deps
 	lab/up
 
 lab-destroy:
-	lab/down
+	lab/down --all
 
 lab-purge:
 	lab/down --purge

@@ -1,5 +1,8 @@
 """The firewall role on a real systemd host: converge, traffic, boot, lock-out refusal, rollback.
 
+The role's second run and check mode are proven where the whole site is:
+molecule/default's idempotence step and tests/lab/test_check_mode.py.
+
 Topology (the lab network, documentation addresses only)::
 
     controller (this machine)  198.51.100.1    the admin zone of the lab inventory
@@ -12,8 +15,8 @@ The host is converged with playbooks/mirrors.yml (nftables comes from the
 mirror) and playbooks/firewall.yml, with the lab inventory's group_vars. Every
 "blocked" is paired with an allowed flow that connects in the same test, and
 proven by the drop counter moving and the listener seeing nothing. The tests
-run in file order on one host (converge, idempotence, check mode, traffic,
-boot, then the refusal and the rollback) and the whole file takes about
+run in file order on one host (converge, traffic, boot, then the refusal
+and the rollback) and the whole file takes about
 three minutes. Needs root and podman, like the rest of the suite.
 """
 
@@ -231,18 +234,6 @@ def test_converge_closes_every_direction(host):
         assert chains[hook]["policy"] == "drop"
     # The rollback timer was stopped by the confirmation.
     assert sh("systemctl", "is-active", "enclave-firewall-rollback.timer", check=False).stdout.strip() != "active"
-
-
-def test_second_run_changes_nothing(host):
-    result = host.play()
-    assert result.returncode == 0, describe(result)
-    assert recap(result)["changed"] == 0, describe(result)
-
-
-def test_check_mode_on_the_converged_host_changes_nothing(host):
-    result = host.play("--check", "--diff")
-    assert result.returncode == 0, describe(result)
-    assert recap(result)["changed"] == 0, describe(result)
 
 
 def test_controller_keeps_ssh(host):
