@@ -13,9 +13,10 @@ Two kinds of check:
 
 The gate file exists only while a full check has passed and no breach waits for
 an operator. A breach removes it, kills the container, stops the vLLM unit (and
-the ingress), and is persisted under ``state_dir`` until ``enclave-isolation
-clear`` passes a full check. With ``alert_only`` the evidence is written but
-nothing is stopped.
+the ingress), reloads the installed rules file when the live table differs from
+it (``restore_ruleset``, rate-limited), and is persisted under ``state_dir``
+until ``enclave-isolation clear`` passes a full check. With ``alert_only`` the
+evidence is written but nothing is stopped or restored.
 
 CLI: ``enclave-isolation run|status|check|clear|validate [--config PATH] [--no-events]``.
 """
@@ -40,6 +41,7 @@ try:
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_network as network
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_nft as nft
     from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_probes as probes
+    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_restore as restore
 except ImportError:  # installed on the host as plain modules next to each other
     import atomic_file
     import egress_probe
@@ -48,6 +50,7 @@ except ImportError:  # installed on the host as plain modules next to each other
     import isolation_monitor_network as network
     import isolation_monitor_nft as nft
     import isolation_monitor_probes as probes
+    import isolation_monitor_restore as restore
 
 CONFIG_PATH = "/etc/enclave/isolation-monitor.json"
 BREACH_FILE = "isolation-breach.json"
@@ -160,6 +163,12 @@ class Monitor:
         self.durations = {}
         self.last_ok = False
         self.lock = threading.Lock()
+        self.restore_limit = restore.RateLimit()
+        self.restores_by_outcome = {}
+        self._refusing = False
+        # Bumped by every reload: a full check whose probes straddle one reads
+        # counters reset to zero, not counters that failed to move.
+        self.reloads = 0
 
     # --- checks ----------------------------------------------------------------
 
@@ -262,6 +271,13 @@ class Monitor:
         return self._probe_breaches(where, targets, results)[0]
 
     def full_check(self):
+        reloads = self.reloads
+        found = self._full_check()
+        if self.reloads != reloads:
+            found = [item for item in found if item["kind"] != "counter"]
+        return found
+
+    def _full_check(self):
         found, live = self.fast_check()
         general = [target for target in self.config["canaries"] if not (target.get("netns") or target.get("pid"))]
         own = [target for target in self.config["canaries"] if target.get("netns") or target.get("pid")]
@@ -319,16 +335,55 @@ class Monitor:
         if failed:
             self.log(f"some evidence could not be written: {'; '.join(failed)}", evidence.PRIORITY_NOTICE)
 
+    def restore_ruleset(self, found):
+        """Reload the installed rules file when the live table departs from it; the restore entry, or None."""
+        findings = restore.table_findings(found)
+        if not findings or self.config["alert_only"] or not self.config["restore_ruleset"]:
+            return None
+        path = self.config["rules_file"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        started = time.monotonic()
+        if not self.restore_limit.allow(started):
+            return restore.refused_entry(stamp, path, findings, self.restore_limit, started)
+        rc, message = restore.load(path, nft.NFT)
+        self.reloads += 1
+        remaining, _live = self.table_breaches()
+        remaining = [f"{item['kind']}: {item['detail']}" for item in remaining]
+        return restore.entry(stamp, path, findings, rc, message, remaining, time.monotonic() - started)
+
+    def _record_restore(self, item):
+        """Count the restore and write its journal entry and audit record; False when a refusal streak goes on."""
+        outcome = restore.outcome(item)
+        self.restores_by_outcome[outcome] = self.restores_by_outcome.get(outcome, 0) + 1
+        # One entry per refusal streak: a rule injected in a loop must not flood the journal either.
+        refusing, self._refusing = self._refusing, outcome == "rate_limited"
+        if refusing and self._refusing:
+            return False
+        problems = [
+            evidence.send_journal(evidence.restore_fields(item, self.host)),
+            evidence.send_audit(evidence.restore_audit_text(item)),
+        ]
+        failed = sorted({problem for problem in problems if problem})
+        if failed:
+            self.log(f"some evidence could not be written: {'; '.join(failed)}", evidence.PRIORITY_NOTICE)
+        return True
+
     def on_breach(self, found):
-        """Close the gate and stop serving (unless alert-only), persist the breach, write the evidence."""
+        """Close the gate, stop serving and restore the ruleset (unless alert-only), persist, write the evidence."""
         state = self.breach_state()
         known = {(item["kind"], item["where"], item["detail"]) for item in (state or {}).get("breaches", [])}
         new = [item for item in found if (item["kind"], item["where"], item["detail"]) not in known]
-        actions = []
+        actions, restored = [], None
         if not self.config["alert_only"]:
             self.close_gate()
             actions = self.units.stop_serving()
-        if new or state is None:
+            restored = self.restore_ruleset(found)
+        if restored and self._record_restore(restored):
+            actions.append(restore.summary(restored))
+        else:
+            restored = None
+        first = state is None
+        if new or first or restored:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             stopped = (state or {}).get("stopped") or (
                 []
@@ -340,10 +395,14 @@ class Monitor:
                 "breaches": (state or {}).get("breaches", []) + [{**item, "at": stamp} for item in new],
                 "stopped": stopped,
                 "alert_only": self.config["alert_only"],
+                "restores": restore.keep((state or {}).get("restores"), restored)
+                if restored
+                else (state or {}).get("restores", []),
             }
             os.makedirs(self.config["state_dir"], mode=0o755, exist_ok=True)
             atomic_file.write_atomic(self.breach_path, json.dumps(state, indent=2) + "\n", mode=0o600)
-            self._emit(new or found, actions)
+            if new or first:
+                self._emit(new or found, actions)
 
     def enforce_while_breached(self):
         """A unit started while a breach waits (by hand, by a timer) is stopped again."""
@@ -381,6 +440,7 @@ class Monitor:
             self.last_check,
             self.durations,
             self.probe_errors,
+            self.restores_by_outcome,
         )
         try:
             os.makedirs(folder, mode=0o755, exist_ok=True)

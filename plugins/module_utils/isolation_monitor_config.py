@@ -45,6 +45,7 @@ VARIABLES = {
     "alert_only": "isolation_monitor_alert_only",
     "events": "isolation_monitor_events",
     "resume_units": "isolation_monitor_resume_units",
+    "restore_ruleset": "isolation_monitor_restore_ruleset",
     "counters": "isolation_monitor_counters",
 }
 
@@ -65,6 +66,7 @@ DEFAULTS = {
     "alert_only": False,
     "events": True,
     "resume_units": True,
+    "restore_ruleset": True,
     "canaries": [],
     "allowlisted": [],
     "interfaces": [],
@@ -260,7 +262,7 @@ def validate(raw):
             problems.append(f"{_var(key)}: {config.get(key)!r} is not an absolute path.")
     if not isinstance(config.get("service_user"), str) or not config["service_user"]:
         problems.append(f"{_var('service_user')} is empty: name the inference service account.")
-    for key in ("alert_only", "events", "resume_units"):
+    for key in ("alert_only", "events", "resume_units", "restore_ruleset"):
         if not isinstance(config.get(key), bool):
             problems.append(f"{_var(key)}: {config.get(key)!r} is not true or false.")
     if problems:

@@ -18,8 +18,9 @@ import struct
 MESSAGE_ID_BREACH = "5f1c3a8e9b2d4c6e8a0b1c2d3e4f5a6b"
 MESSAGE_ID_VERIFIED = "6a2d4b9f0c3e4d7f9b1c2d3e4f5a6b7c"
 MESSAGE_ID_CLEARED = "7b3e5c0a1d4f4e8a0c2d3e4f5a6b7c8d"
+MESSAGE_ID_RESTORE = "8c4f6d1b2e5a4f9b1d3e4f5a6b7c8d9e"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-PRIORITY_CRIT, PRIORITY_NOTICE, PRIORITY_INFO = 2, 5, 6
+PRIORITY_CRIT, PRIORITY_WARNING, PRIORITY_NOTICE, PRIORITY_INFO = 2, 4, 5, 6
 NETLINK_AUDIT = 9
 AUDIT_TRUSTED_APP = 1121  # a user-space message from a trusted application
 NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR = 0x1, 0x4, 0x2
@@ -54,6 +55,31 @@ def breach_fields(breach, actions, host):
         "ENCLAVE_BREACH_DETAIL": breach["detail"],
         "ENCLAVE_BREACH_TARGET": breach.get("target") or "",
         "ENCLAVE_ACTIONS": "; ".join(actions),
+        "ENCLAVE_HOST": host,
+    }
+
+
+def restore_fields(item, host):
+    """Journal fields of one ruleset restore (isolation_monitor_restore.entry or refused_entry)."""
+    if item["action"] == "rate_limited":
+        message, priority, after = item["detail"], PRIORITY_CRIT, ""
+    else:
+        after = "yes" if item["live_equals_installed"] else "no"
+        message = f"{item['command']}: rc {item['rc']}, live table equals the installed one: {after}"
+        priority = PRIORITY_WARNING if item["rc"] == 0 and item["live_equals_installed"] else PRIORITY_CRIT
+    return {
+        "MESSAGE": f"enclave isolation ruleset restore: {message}",
+        "MESSAGE_ID": MESSAGE_ID_RESTORE,
+        "PRIORITY": priority,
+        "SYSLOG_IDENTIFIER": "enclave-isolation",
+        "ENCLAVE_RESTORE_ACTION": item["action"],
+        "ENCLAVE_RESTORE_COMMAND": item["command"],
+        "ENCLAVE_RESTORE_REPAIRED": "\n".join(item["repaired"]),
+        "ENCLAVE_RESTORE_RC": "" if item.get("rc") is None else item["rc"],
+        "ENCLAVE_RESTORE_NFT": item.get("nft", ""),
+        "ENCLAVE_RESTORE_LIVE_EQUALS_INSTALLED": after,
+        "ENCLAVE_RESTORE_REMAINING": "\n".join(item.get("remaining", [])),
+        "ENCLAVE_RESTORE_SECONDS": item.get("seconds", ""),
         "ENCLAVE_HOST": host,
     }
 
@@ -93,6 +119,15 @@ def audit_text(breach):
     return f'op=enclave-isolation-breach kind={breach["kind"]} where="{breach["where"]}" detail="{detail}" res=failed'
 
 
+def restore_audit_text(item):
+    """The restore in the audit log's style: res=success only when the live table equals the installed one."""
+    ok = item["action"] == "restored" and item["rc"] == 0 and item["live_equals_installed"]
+    return (
+        f'op=enclave-isolation-restore action={item["action"]} command="{item["command"]}" '
+        f"rc={item.get('rc', '')} res={'success' if ok else 'failed'}"
+    )
+
+
 def send_audit(text):
     """None when the kernel's audit subsystem took the record, else why not (no auditd, no CAP_AUDIT_WRITE)."""
     try:
@@ -109,7 +144,7 @@ def send_audit(text):
 # --- metrics -----------------------------------------------------------------------
 
 
-def metrics_text(ok, breached, breaches_by_kind, last_check, durations, probe_errors):
+def metrics_text(ok, breached, breaches_by_kind, last_check, durations, probe_errors, restores=None):
     """Prometheus text exposition for node_exporter's textfile collector."""
     lines = [
         "# HELP enclave_isolation_ok 1 when the last check proved isolation and no breach is pending.",
@@ -142,6 +177,15 @@ def metrics_text(ok, breached, breaches_by_kind, last_check, durations, probe_er
     lines += [
         f'enclave_isolation_check_duration_seconds{{check="{name}"}} {seconds:.6f}'
         for name, seconds in sorted(durations.items())
+    ]
+    lines += [
+        "# HELP enclave_isolation_ruleset_restores_total Reloads of the installed rules file after a breach, "
+        "by outcome (restored, failed, rate_limited).",
+        "# TYPE enclave_isolation_ruleset_restores_total counter",
+    ]
+    lines += [
+        f'enclave_isolation_ruleset_restores_total{{outcome="{outcome}"}} {count}'
+        for outcome, count in sorted((restores or {}).items())
     ]
     return "\n".join(lines) + "\n"
 
