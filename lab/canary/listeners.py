@@ -7,6 +7,11 @@ Accepts TCP on every address (v4 and v6), echoes UDP datagrams, and answers DNS
 queries for A and AAAA with fixed documentation addresses. Each thing that
 arrives is appended to LOG, one line each (``tcp ADDRESS PORT``, ``udp PORT``,
 ``dns NAME TYPE``), so a test can prove what reached this side and what did not.
+For an incident report the same arrival is also appended to ``LOG.jsonl``, one
+JSON object a line: the time it arrived (UTC, ISO 8601), the protocol, the
+address and port it arrived at, and the sender's address and port (``sender``,
+``sender_port``), plus the question for DNS. LOG keeps its short lines, which
+the tests count.
 The DNS answer is built here by hand, independently of the module's own code.
 Prints ``ready`` once every socket listens; runs until killed.
 """
@@ -14,6 +19,8 @@ Prints ``ready`` once every socket listens; runs until killed.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import selectors
 import signal
 import socket
@@ -50,6 +57,24 @@ def dns_answer(query):
     return header + question + answer, f"{'.'.join(labels)} {qtype}"
 
 
+def plain(address):
+    """An IPv4 peer of a dual-stack socket without its ``::ffff:`` prefix."""
+    return address.removeprefix("::ffff:") if address else None
+
+
+def arrival(kind, local, peer, **extra):
+    """One line of ``LOG.jsonl``: when, what, where it arrived, and who sent it."""
+    return {
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "proto": kind,
+        "address": plain(local[0]),
+        "port": local[1],
+        "sender": plain(peer[0]),
+        "sender_port": peer[1],
+        **extra,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("log")
@@ -68,26 +93,35 @@ def main():
         selector.register(dual_stack(socket.SOCK_DGRAM, args.dns), selectors.EVENT_READ, "dns")
     # The log exists from the start: an empty log means nothing arrived.
     open(args.log, "a", encoding="utf-8").close()
+    open(f"{args.log}.jsonl", "a", encoding="utf-8").close()
     print("ready", flush=True)
     while True:
         for key, _events in selector.select():
             sock, kind = key.fileobj, key.data
             if kind == "tcp":
-                conn, _peer = sock.accept()
-                line = f"tcp {conn.getsockname()[0].removeprefix('::ffff:')} {conn.getsockname()[1]}"
+                conn, peer = sock.accept()
+                local = conn.getsockname()
+                line = f"tcp {plain(local[0])} {local[1]}"
+                detail = arrival(kind, local, peer)
                 conn.close()
             else:
                 data, peer = sock.recvfrom(65535)
+                # The port only: a datagram socket bound to :: cannot tell which address it came in on.
+                local = (None, sock.getsockname()[1])
                 if kind == "udp":
                     sock.sendto(data, peer)
-                    line = f"udp {sock.getsockname()[1]}"
+                    line = f"udp {local[1]}"
+                    detail = arrival(kind, local, peer, bytes=len(data))
                 else:
                     reply, what = dns_answer(data)
                     if reply:
                         sock.sendto(reply, peer)
                     line = f"dns {what}"
+                    detail = arrival(kind, local, peer, question=what)
             with open(args.log, "a", encoding="utf-8") as log:
                 log.write(line + "\n")
+            with open(f"{args.log}.jsonl", "a", encoding="utf-8") as log:
+                log.write(json.dumps(detail) + "\n")
 
 
 if __name__ == "__main__":

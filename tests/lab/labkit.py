@@ -80,3 +80,20 @@ def state_digest(container: str) -> str:
     )
     out = podman("exec", container, "sh", "-c", script).stdout
     return hashlib.sha256(out.encode()).hexdigest()
+
+
+# The lab's canary (lab/canary/listeners.py): LOG has one short line per
+# arrival, LOG.jsonl the same arrival with its sender and time.
+CANARY = "enclave-lab-canary"
+CANARY_ADDRESS = "198.51.100.99"
+CANARY_LOG = "/var/log/canary.log"
+
+
+def canary_log() -> list[str]:
+    return podman("exec", CANARY, "cat", CANARY_LOG).stdout.splitlines()
+
+
+def canary_arrivals() -> list[dict]:
+    """Every arrival at the canary: at (UTC, ISO 8601), proto, address, port, sender, sender_port."""
+    out = podman("exec", CANARY, "cat", f"{CANARY_LOG}.jsonl").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]

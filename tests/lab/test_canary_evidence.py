@@ -1,20 +1,23 @@
 """The lab's canary never sees the enclave host's probes, while it does log a
-connection from the lab network that the policy does not govern."""
+connection from the lab network that the policy does not govern, with its
+sender and time."""
 
+import datetime
 import json
 import socket
 import subprocess
 import time
 
-from labkit import ENCLAVE_HOST, LAB_INVENTORY, REPO, lab_env, lab_host_vars, podman
-
-CANARY = "enclave-lab-canary"
-CANARY_ADDRESS = "198.51.100.99"
-CANARY_LOG = "/var/log/canary.log"
-
-
-def _canary_log() -> list[str]:
-    return podman("exec", CANARY, "cat", CANARY_LOG).stdout.splitlines()
+from labkit import (
+    CANARY_ADDRESS,
+    ENCLAVE_HOST,
+    LAB_INVENTORY,
+    REPO,
+    canary_arrivals,
+    canary_log,
+    lab_env,
+    lab_host_vars,
+)
 
 
 def _probe_canaries() -> list[dict]:
@@ -45,20 +48,30 @@ def _probe_canaries() -> list[dict]:
 
 
 def test_blocked_probes_never_reach_the_canary():
-    before = _canary_log()
+    before, arrivals = canary_log(), canary_arrivals()
     probes = _probe_canaries()
     assert probes
     assert all(p["matched_expectation"] for p in probes), probes
-    assert _canary_log() == before, "the canary logged traffic the enclave host's policy should have dropped"
+    assert canary_log() == before, "the canary logged traffic the enclave host's policy should have dropped"
+    assert canary_arrivals() == arrivals
 
 
-def test_the_canary_logs_what_does_reach_it():
+def test_the_canary_logs_what_does_reach_it_with_sender_and_time():
     # The control: the machine (not the enclave host) connects, and the canary records it.
-    before = len(_canary_log())
-    with socket.create_connection((CANARY_ADDRESS, 8080), timeout=5):
-        pass
+    before, arrivals = len(canary_log()), len(canary_arrivals())
+    start = datetime.datetime.now(datetime.UTC)
+    with socket.create_connection((CANARY_ADDRESS, 8080), timeout=5) as sock:
+        sender, sender_port = sock.getsockname()[:2]
     for _attempt in range(20):  # the listener writes its line just after accepting
-        if len(_canary_log()) > before:
+        if len(canary_arrivals()) > arrivals:
             break
         time.sleep(0.1)
-    assert _canary_log()[before:] == [f"tcp {CANARY_ADDRESS} 8080"]
+    assert canary_log()[before:] == [f"tcp {CANARY_ADDRESS} 8080"]
+    [arrival] = canary_arrivals()[arrivals:]
+    assert arrival["proto"] == "tcp"
+    assert (arrival["address"], arrival["port"]) == (CANARY_ADDRESS, 8080)
+    assert (arrival["sender"], arrival["sender_port"]) == (sender, sender_port)
+    at = datetime.datetime.fromisoformat(arrival["at"])
+    assert at.utcoffset() == datetime.timedelta(0), arrival["at"]
+    # Clocks of one machine: the container and this process read the same one.
+    assert start - datetime.timedelta(seconds=1) <= at <= datetime.datetime.now(datetime.UTC), arrival["at"]
