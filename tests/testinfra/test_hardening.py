@@ -35,6 +35,9 @@ ROLE_DEFAULTS = {
 _spec = importlib.util.spec_from_file_location("hardening_lib", REPO / "plugins/module_utils/hardening_facts.py")
 lib = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(lib)
+_spec = importlib.util.spec_from_file_location("audit_rules_lib", REPO / "plugins/module_utils/audit_rules.py")
+audit_rules = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(audit_rules)
 
 
 @pytest.fixture
@@ -591,6 +594,7 @@ def test_ENC_AU_006_immutable_mode_as_configured(host, settings):
 
 
 def test_ENC_AU_007_loaded_rules_equal_disk(host, loaded_rules):
-    on_disk = lib.parse_audit_rules(host.file("/etc/audit/audit.rules").content_string)
-    assert lib.audit_rule_summary(loaded_rules) == lib.audit_rule_summary(on_disk)
+    """Whole rules in canonical form (syscalls, fields, permissions, keys), in each list's order."""
+    result = audit_rules.compare(host.file("/etc/audit/audit.rules").content_string, host.check_output("auditctl -l"))
+    assert result["equal"], audit_rules.describe(result)
     assert "No change" in host.run("augenrules --check").stdout
