@@ -135,6 +135,7 @@ def build_policy(
     owner="hospital-it",
     log=None,
     families=None,
+    deny_egress_groups=None,
 ):
     """The ``nftables_policy`` policy for the site.
 
@@ -158,6 +159,7 @@ def build_policy(
         "ingress": ingress_rules(ingress),
         "egress": egress,
         "deny_egress_uids": _as_list(deny_egress_users),
+        "deny_egress_gids": _as_list(deny_egress_groups),
         "log": dict(log or {}),
     }
     if families:

@@ -12,6 +12,8 @@ A policy is plain data::
     ingress:           [{zone, proto: tcp|udp, ports: [22, "8000-8100"]}, ...]
     egress:            [{destination: ADDRESS|CIDR, proto, ports, owner, reason}, ...]
     deny_egress_uids:  [uid, ...]          no traffic except loopback for these
+    deny_egress_gids:  [gid, ...]          the same for sockets of these groups (a
+                                           setuid-root program keeps its caller's gid)
     log:               {rate: "10/minute", burst: 5, prefix: "enclave"}
     families:          [ipv4, ipv6]        the address families the host uses
 
@@ -39,17 +41,21 @@ TABLE_SPEC = f"{FAMILY} {TABLE}"
 ZONES = ("admin", "clinical", "cluster")
 PROTOS = ("tcp", "udp")
 FAMILIES = ("ipv4", "ipv6")
-POLICY_KEYS = ("zones", "ingress", "egress", "deny_egress_uids", "log", "families")
+POLICY_KEYS = ("zones", "ingress", "egress", "deny_egress_uids", "deny_egress_gids", "log", "families")
 INGRESS_KEYS = ("zone", "proto", "ports", "comment")
 EGRESS_KEYS = ("destination", "proto", "ports", "owner", "reason")
 LOG_KEYS = ("rate", "burst", "prefix")
 DEFAULT_LOG = {"rate": "10/minute", "burst": 5, "prefix": "enclave"}
 DEFAULT_MAX_ENTRIES = 20000
-MAX_UID = 4294967294  # (uid_t)-1 means "no uid"
+MAX_UID = 4294967294  # (uid_t)-1 means "no uid", (gid_t)-1 "no gid"
 
 # Drop paths: each is a regular chain that logs (rate-limited), counts into the
 # named counter of the same name and drops. Base chains jump there with goto.
-DROP_PATHS = ("input", "output", "forward", "uid", "invalid")
+# "spoof": a new packet leaving with a source that is not the host's own on the
+# outgoing interface (a forged source would make an allowed endpoint answer
+# someone else); "rpf": a new packet arriving on an interface that is not the
+# route back to its source (a zone's address forged from another network).
+DROP_PATHS = ("input", "output", "forward", "uid", "invalid", "spoof", "rpf")
 
 # ICMP the host needs for IPv4/IPv6 to work. Errors are accepted inbound so
 # path MTU discovery (fragmentation-needed is a destination-unreachable code,
@@ -60,6 +66,7 @@ ICMP_ERRORS_V6 = ("destination-unreachable", "packet-too-big", "time-exceeded", 
 ND_IN = ("nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert")
 ND_OUT = ("nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-solicit")
 MLD_OUT = ("mld-listener-report", "mld2-listener-report")
+DAD_OUT = ("nd-neighbor-solicit", "nd-router-solicit")
 
 _RATE = re.compile(r"^([1-9][0-9]{0,8})/(second|minute|hour|day)$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -324,28 +331,45 @@ def _egress_problems(egress, families):
     return problems, entries
 
 
-def _uids_problems(uids):
-    if uids is None:
+def _ids_problems(values, field, kind, zero):
+    if values is None:
         return [], []
-    if not isinstance(uids, list):
-        uids = [uids]
+    if not isinstance(values, list):
+        values = [values]
     problems, parsed = [], []
-    for value in uids:
-        uid = None
+    for value in values:
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            uid = value
+            number = value
         elif isinstance(value, str) and value.strip().isdigit():
-            uid = int(value.strip())
-        if uid is None or not 0 <= uid <= MAX_UID:
-            problems.append(f"deny_egress_uids: {value!r} is not a uid: use a number from 1 to {MAX_UID}.")
-        elif uid == 0:
-            problems.append(
-                "deny_egress_uids: 0 is root; denying root all traffic would cut the host off from its mirror "
-                "and its administrators: remove it and list only service users."
-            )
+            number = int(value.strip())
+        if number is None or not 0 <= number <= MAX_UID:
+            problems.append(f"{field}: {value!r} is not a {kind}: use a number from 1 to {MAX_UID}.")
+        elif number == 0:
+            problems.append(f"{field}: {zero}")
         else:
-            parsed.append(uid)
+            parsed.append(number)
     return problems, sorted(set(parsed))
+
+
+def _uids_problems(uids):
+    return _ids_problems(
+        uids,
+        "deny_egress_uids",
+        "uid",
+        "0 is root; denying root all traffic would cut the host off from its mirror "
+        "and its administrators: remove it and list only service users.",
+    )
+
+
+def _gids_problems(gids):
+    return _ids_problems(
+        gids,
+        "deny_egress_gids",
+        "gid",
+        "0 is the root group; root's own programs run with it, so denying it would cut the host off from "
+        "its mirror and its administrators: remove it and list only the service accounts' own groups.",
+    )
 
 
 def _log_problems(log):
@@ -383,7 +407,10 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
     owners and reasons of all entries that asked for them), uids and log settings.
     """
     if not isinstance(policy, dict):
-        return None, ["the policy must be a mapping with zones, ingress, egress, deny_egress_uids, log, families."]
+        return None, [
+            "the policy must be a mapping with zones, ingress, egress, deny_egress_uids, deny_egress_gids, "
+            "log, families."
+        ]
     problems = _unknown_keys("policy", policy, POLICY_KEYS)
     more, families = _families_problems(policy.get("families"))
     problems += more
@@ -394,6 +421,8 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
     more, egress = _egress_problems(policy.get("egress"), families)
     problems += more
     more, uids = _uids_problems(policy.get("deny_egress_uids"))
+    problems += more
+    more, gids = _gids_problems(policy.get("deny_egress_gids"))
     problems += more
     more, log = _log_problems(policy.get("log"))
     problems += more
@@ -417,10 +446,10 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
             ]
             problems += _overlaps("egress", items)
 
-    count = len(elements) + len(uids) + sum(len(networks) for networks in zones.values())
+    count = len(elements) + len(uids) + len(gids) + sum(len(networks) for networks in zones.values())
     if count > max_entries:
         problems.append(
-            f"the policy has {count} set elements (egress destination/port pairs, zone networks and uids), "
+            f"the policy has {count} set elements (egress destination/port pairs, zone networks, uids and gids), "
             f"more than max_entries ({max_entries}): merge destinations into CIDRs and ports into ranges, "
             "or raise max_entries."
         )
@@ -431,6 +460,7 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
         "ingress": ingress,
         "egress": elements,
         "deny_egress_uids": uids,
+        "deny_egress_gids": gids,
         "log": log,
         "families": families,
         "elements": count,
@@ -584,6 +614,7 @@ def render_compiled(compiled):
             items.append(f'{address} . {proto} . {_port_text(ports)} comment "{comment}"')
         lines += _set(egress_set_name(version), f"ipv{version}_addr . inet_proto . inet_service", items)
     lines += _set("deny_uids", "uid", [str(uid) for uid in compiled["deny_egress_uids"]], interval=False)
+    lines += _set("deny_gids", "gid", [str(gid) for gid in compiled.get("deny_egress_gids", [])], interval=False)
     lines.append("")
 
     for path in DROP_PATHS:
@@ -606,6 +637,8 @@ def render_compiled(compiled):
         f"\t\ticmpv6 type {{ {', '.join(ICMP_ERRORS_V6)} }} accept",
         f"\t\ticmpv6 type {{ {', '.join(ND_IN)} }} ip6 hoplimit 255 accept",
         "\t\ticmpv6 type mld-listener-query ip6 saddr fe80::/10 accept",
+        # After neighbour discovery: duplicate address detection arrives from ::.
+        "\t\tfib saddr . iif oif missing goto drop_rpf",
     ]
     for rule in compiled["ingress"]:
         comment = f' comment "{_comment(rule["comment"])}"' if rule["comment"] else ""
@@ -628,7 +661,13 @@ def render_compiled(compiled):
         '\t\toif "lo" accept',
         "\t\tct state invalid goto drop_invalid",
         "\t\tmeta skuid @deny_uids goto drop_uid",
+        "\t\tmeta skgid @deny_gids goto drop_uid",
         "\t\tct state established,related accept",
+        # An address still under duplicate address detection is not yet the
+        # host's, so these few leave from ::, to a multicast group only.
+        f"\t\tip6 saddr :: ip6 daddr ff00::/8 icmpv6 type {{ {', '.join(DAD_OUT)} }} ip6 hoplimit 255 accept",
+        f"\t\tip6 saddr :: ip6 daddr ff00::/8 icmpv6 type {{ {', '.join(MLD_OUT)} }} ip6 hoplimit 1 accept",
+        "\t\tfib saddr . oif type != local goto drop_spoof",
         f"\t\ticmpv6 type {{ {', '.join(ND_OUT)} }} ip6 hoplimit 255 accept",
         f"\t\ticmpv6 type {{ {', '.join(MLD_OUT)} }} ip6 hoplimit 1 accept",
         f"\t\tip daddr . meta l4proto . th dport @{egress_set_name(4)} accept",

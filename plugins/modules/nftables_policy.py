@@ -11,8 +11,8 @@ module: nftables_policy
 short_description: Own the nftables table C(inet enclave) from a structured, validated policy
 version_added: 0.1.0
 description:
-  - Renders a structured policy (zones, ingress rules, an egress allowlist, per-uid denial,
-    logging) into the table C(inet enclave) with C(policy drop) on the input, output and
+  - Renders a structured policy (zones, ingress rules, an egress allowlist, per-uid and per-group
+    denial, logging) into the table C(inet enclave) with C(policy drop) on the input, output and
     forward base chains, and applies it in one atomic C(nft -f) transaction that replaces
     only that table. Other tables (podman, docker, the distribution's) are never flushed;
     a drop in this table's base chains is final, whatever they accept.
@@ -21,9 +21,16 @@ description:
     handles, counter values and set element order, so a second run reports no change.
     The policy's JSON form is obtained by loading it into a throwaway network namespace
     (C(unshare --net)); nothing on the host changes while comparing.
-  - Every drop path (input, output, forward, per-uid, invalid) logs at a limited rate and counts
-    into a named counter (C(drop_input), C(drop_output), C(drop_forward), C(drop_uid),
-    C(drop_invalid)) that probes can read.
+  - Every drop path (input, output, forward, per-uid and per-group, invalid, forged source,
+    no route back) logs at a limited rate and counts into a named counter (C(drop_input),
+    C(drop_output), C(drop_forward), C(drop_uid), C(drop_invalid), C(drop_spoof), C(drop_rpf))
+    that probes can read.
+  - A new packet leaving with a source address that is not the host's own on the outgoing
+    interface goes to C(drop_spoof) (C(fib saddr . oif type != local)), before anything new is
+    accepted, so an allowed endpoint cannot be made to answer a forged address. Only IPv6
+    duplicate address detection, from C(::) to a multicast group, leaves before that check.
+  - A new packet arriving on an interface that is not the route back to its source goes to
+    C(drop_rpf) (C(fib saddr . iif oif missing)), before the zones' ingress rules.
   - With O(protect_client), refuses a policy that would drop the controller's next SSH connection.
   - Does not persist the ruleset across reboots and does not roll back; the C(firewall) role does.
 author:
@@ -125,6 +132,16 @@ options:
     type: list
     elements: raw
     default: []
+  deny_egress_gids:
+    description:
+      - Groups (gids, or names resolved on the host) whose sockets get no traffic except loopback
+        (C(meta skgid), beside O(deny_egress_uids)). A setuid-root program run by a service account
+        opens sockets as uid 0 but keeps the account's gid, so list the account's own group here.
+      - Refused when the group is shared, that is another user not in O(deny_egress_uids) has it as
+        primary group or is a member (that user would lose its network too), and for gid 0.
+    type: list
+    elements: raw
+    default: []
   log:
     description: Logging of dropped packets (one rate limit per drop path).
     type: dict
@@ -201,6 +218,7 @@ EXAMPLES = r"""
         owner: hospital-it
         reason: NTP
     deny_egress_uids: [vllm]
+    deny_egress_gids: [vllm]
 
 - name: Refuse a policy that would lock out the controller's SSH session
   enclave.llm.nftables_policy:
@@ -249,6 +267,7 @@ elements:
   type: int
 """
 
+import grp  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
 import shlex  # noqa: E402
@@ -318,17 +337,70 @@ def resolve_uids(module, values):
     return result
 
 
+def resolve_gids(module, values):
+    """gids stay as they are; group names become the host's gid (unknown names fail)."""
+    result = []
+    for value in values or []:
+        if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+            try:
+                result.append(grp.getgrnam(value.strip()).gr_gid)
+            except KeyError:
+                module.fail_json(
+                    msg=f"deny_egress_gids: there is no group {value!r} on this host: create it first or give its gid.",
+                    commands=[],
+                )
+        else:
+            result.append(value)
+    return result
+
+
+def shared_group_problem(gids, uids):
+    """Message when a denied gid is also the group of a user whose egress is not denied ('' otherwise)."""
+    denied = {int(uid) for uid in uids if str(uid).strip().isdigit()}
+    for gid in gids:
+        if not str(gid).strip().isdigit() or int(gid) == 0:
+            continue  # the library names the fault
+        gid = int(gid)
+        others = sorted({user.pw_name for user in pwd.getpwall() if user.pw_gid == gid and user.pw_uid not in denied})
+        try:
+            group = grp.getgrgid(gid)
+        except KeyError:
+            name, members = str(gid), []
+        else:
+            name, members = group.gr_name, group.gr_mem
+        for member in members:
+            try:
+                if pwd.getpwnam(member).pw_uid not in denied:
+                    others.append(member)
+            except KeyError:
+                others.append(member)
+        if others:
+            return (
+                f"deny_egress_gids: the group {name} ({gid}) is shared with {', '.join(sorted(set(others)))}, "
+                "whose egress is not denied: their sockets would lose the network too. Give the service account "
+                "a group of its own (no other user with it as primary group or as a member), or add those users "
+                "to deny_egress_uids; nothing was applied."
+            )
+    return ""
+
+
 def policy_from_params(module):
     params = module.params
     egress = []
     for entry in params["egress"] or []:
         egress.append({key: value for key, value in entry.items() if value is not None})
     ingress = [{key: value for key, value in rule.items() if value is not None} for rule in params["ingress"] or []]
+    uids = resolve_uids(module, params["deny_egress_uids"])
+    gids = resolve_gids(module, params["deny_egress_gids"])
+    problem = shared_group_problem(gids, uids)
+    if problem:
+        module.fail_json(msg=problem, problems=[problem], commands=[])
     return {
         "zones": {key: value for key, value in (params["zones"] or {}).items() if value is not None},
         "ingress": ingress,
         "egress": egress,
-        "deny_egress_uids": resolve_uids(module, params["deny_egress_uids"]),
+        "deny_egress_uids": uids,
+        "deny_egress_gids": gids,
         "log": {key: value for key, value in (params["log"] or {}).items() if value is not None},
         "families": params["families"],
     }
@@ -422,6 +494,7 @@ def main():
                 },
             },
             "deny_egress_uids": {"type": "list", "elements": "raw", "default": []},
+            "deny_egress_gids": {"type": "list", "elements": "raw", "default": []},
             "log": {
                 "type": "dict",
                 "default": {},

@@ -279,6 +279,13 @@ def test_check_mode_reports_but_applies_nothing(lab):
             id="no-owner-reversed-range",
         ),
         pytest.param(
+            # nogroup is also the group of _apt and sync (Debian), which keep their network.
+            {"deny_egress_gids": ["nogroup"]},
+            "deny_egress_gids: the group nogroup (65534) is shared with",
+            id="shared-group",
+        ),
+        pytest.param({"deny_egress_gids": [0]}, "deny_egress_gids: 0 is the root group", id="root-group"),
+        pytest.param(
             {"protect_client": "198.51.100.1", "protect_port": 22},
             "this policy would lock out the controller: a new SSH connection from 198.51.100.1 to tcp port 22",
             id="controller-locked-out",

@@ -114,7 +114,19 @@ def test_extra_egress_and_denied_users_pass_through():
     policy = lab_policy(egress_extra=[extra], deny_egress_users=["vllm"], families=["ipv4"])
     assert policy["egress"][-1] == extra
     assert policy["deny_egress_uids"] == ["vllm"]
+    assert policy["deny_egress_gids"] == []
     assert policy["families"] == ["ipv4"]
+
+
+def test_the_service_group_passes_through_and_root_is_refused():
+    policy = lab_policy(deny_egress_users=[999], deny_egress_groups=[998])
+    assert policy["deny_egress_gids"] == [998]
+    assert nftables_policy.policy_problems(policy) == []
+    problems = nftables_policy.policy_problems(lab_policy(deny_egress_groups=[0]))
+    assert problems == [
+        "deny_egress_gids: 0 is the root group; root's own programs run with it, so denying it would cut the host "
+        "off from its mirror and its administrators: remove it and list only the service accounts' own groups."
+    ]
 
 
 def test_unknown_ingress_zone_is_refused():

@@ -125,3 +125,60 @@ def test_collapse_keeps_a_few_of_each_kind_and_counts_the_rest():
         ("chain_policy", "output"),
     ]
     assert lib.collapse(found[:3]) == found[:3]
+
+
+SPOOF = rule(
+    "output",
+    30,
+    {"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["saddr", "oif"]}}, "right": "local"}},
+    {"goto": {"target": "drop_spoof"}},
+)
+SERVICE_GROUP = rule(
+    "output",
+    31,
+    {"match": {"op": "==", "left": {"meta": {"key": "skgid"}}, "right": "@deny_gids"}},
+    {"goto": {"target": "drop_uid"}},
+)
+
+
+def guarded():
+    """listing() with the anti-spoof and service-group rules as nft 1.0.6 prints them, before the final drop."""
+    objects = listing()
+    return [*objects[:6], copy.deepcopy(SERVICE_GROUP), copy.deepcopy(SPOOF), objects[6]]
+
+
+def test_the_anti_spoof_and_group_rules_compare_equal_across_loads():
+    again = guarded()
+    for item in again:
+        if "rule" in item:
+            item["rule"]["handle"] += 100
+    assert lib.differences(guarded(), again) == []
+
+
+@pytest.mark.parametrize("removed", [SPOOF, SERVICE_GROUP], ids=["anti-spoof", "service-group"])
+def test_removing_a_new_rule_is_a_breach(removed):
+    live = [item for item in guarded() if item != removed]
+    [(kind, detail)] = lib.differences(guarded(), live)
+    assert kind == "rule_removed"
+    assert removed["rule"]["expr"][-1]["goto"]["target"] in detail
+
+
+@pytest.mark.parametrize(
+    ("field", "weaker"),
+    [
+        # Any local address instead of one on the outgoing interface.
+        ("flags", ["saddr"]),
+        # The opposite test: forged sources pass, the host's own are dropped.
+        ("op", "=="),
+    ],
+)
+def test_weakening_the_anti_spoof_rule_is_a_breach(field, weaker):
+    live = copy.deepcopy(guarded())
+    match = live[7]["rule"]["expr"][0]["match"]
+    if field == "flags":
+        match["left"]["fib"]["flags"] = weaker
+    else:
+        match["op"] = weaker
+    found = lib.differences(guarded(), live)
+    assert found, "a weaker anti-spoof rule went unnoticed"
+    assert any("drop_spoof" in detail for _kind, detail in found)

@@ -22,6 +22,7 @@ def good_policy(**changes):
             {"destination": "2001:db8:5::/64", "proto": "udp", "ports": [123], "owner": "it", "reason": "NTP"},
         ],
         "deny_egress_uids": [999],
+        "deny_egress_gids": [998],
         "log": {"rate": "5/second", "burst": 10, "prefix": "enc"},
     }
     policy.update(changes)
@@ -151,6 +152,16 @@ def test_good_policy_has_no_problems():
             id="uid-name",
         ),
         pytest.param(
+            {"deny_egress_gids": [0]},
+            "deny_egress_gids: 0 is the root group; root's own programs run with it",
+            id="gid-root",
+        ),
+        pytest.param(
+            {"deny_egress_gids": ["enclave-llm"]},
+            "deny_egress_gids: 'enclave-llm' is not a gid: use a number from 1 to 4294967294.",
+            id="gid-name",
+        ),
+        pytest.param(
             {"log": {"rate": "10 per minute"}},
             "log.rate: '10 per minute' is not a rate: write N/second, N/minute, N/hour or N/day",
             id="log-rate",
@@ -180,10 +191,10 @@ def test_more_elements_than_max_entries():
     )
     problems = lib.policy_problems(policy, max_entries=12)
     assert problems == [
-        "the policy has 14 set elements (egress destination/port pairs, zone networks and uids), more than "
+        "the policy has 15 set elements (egress destination/port pairs, zone networks, uids and gids), more than "
         "max_entries (12): merge destinations into CIDRs and ports into ranges, or raise max_entries."
     ]
-    assert lib.policy_problems(policy, max_entries=14) == []
+    assert lib.policy_problems(policy, max_entries=15) == []
 
 
 def test_all_problems_are_reported_at_once():
@@ -194,7 +205,7 @@ def test_all_problems_are_reported_at_once():
 def test_identical_elements_merge_and_keep_both_owners():
     compiled, problems = lib.compile_policy(good_policy())
     assert problems == []
-    assert compiled["elements"] == 3 + 3 + 1  # egress (80 merged), zone networks, uids
+    assert compiled["elements"] == 3 + 3 + 1 + 1  # egress (80 merged), zone networks, uids, gids
     text = lib.render_ruleset(good_policy())
     assert '198.51.100.10 . tcp . 80 comment "it: mirror; ai-team: weights"' in text
 
@@ -275,6 +286,48 @@ def test_output_denies_uids_before_the_allowlist(rendered):
     assert rules[-1] == "goto drop_output"
 
 
+def test_output_denies_the_service_group_beside_its_uid(rendered):
+    # A setuid-root program run by the service account gets sockets owned by
+    # uid 0 but keeps the account's gid.
+    rules = [line.strip() for line in _chain(rendered, "output").splitlines()[2:]]
+    uid = rules.index("meta skuid @deny_uids goto drop_uid")
+    assert rules[uid + 1] == "meta skgid @deny_gids goto drop_uid"
+    assert uid + 1 < rules.index("ct state established,related accept")
+
+
+def test_output_drops_forged_sources_before_anything_new_is_accepted(rendered):
+    rules = [line.strip() for line in _chain(rendered, "output").splitlines()[2:]]
+    spoof = rules.index("fib saddr . oif type != local goto drop_spoof")
+    established = rules.index("ct state established,related accept")
+    accepts = [i for i, rule in enumerate(rules) if rule.endswith("accept") and i > established]
+    # Only duplicate address detection, from :: to a multicast group, goes first.
+    before = [rules[i] for i in accepts if i < spoof]
+    assert before == [
+        "ip6 saddr :: ip6 daddr ff00::/8 icmpv6 type { nd-neighbor-solicit, nd-router-solicit } "
+        "ip6 hoplimit 255 accept",
+        "ip6 saddr :: ip6 daddr ff00::/8 icmpv6 type { mld-listener-report, mld2-listener-report } "
+        "ip6 hoplimit 1 accept",
+    ]
+    assert established < spoof < rules.index("ip daddr . meta l4proto . th dport @egress_v4 accept")
+
+
+def test_input_drops_sources_without_a_route_back_before_the_zones(rendered):
+    rules = [line.strip() for line in _chain(rendered, "input").splitlines()[2:]]
+    rpf = rules.index("fib saddr . iif oif missing goto drop_rpf")
+    nd = next(i for i, rule in enumerate(rules) if "nd-neighbor-solicit" in rule)
+    zones = [i for i, rule in enumerate(rules) if "@zone_" in rule]
+    assert nd < rpf < min(zones)
+
+
+@pytest.mark.parametrize("path", ["spoof", "rpf"])
+def test_new_drop_paths_count_and_log(rendered, path):
+    assert path in lib.DROP_PATHS
+    assert f"\tcounter drop_{path} {{}}" in rendered
+    chain = _chain(rendered, f"drop_{path}")
+    assert f'log prefix "enc drop {path}: "' in chain
+    assert f'counter name "drop_{path}"' in chain
+
+
 def test_forward_drops_everything(rendered):
     assert _chain(rendered, "forward").splitlines()[2:] == ["\t\tgoto drop_forward"]
 
@@ -288,13 +341,14 @@ def test_forward_drops_everything(rendered):
         ("egress_v4", "ipv4_addr . inet_proto . inet_service", '198.51.100.10 . tcp . 3142 comment "it: mirror"'),
         ("egress_v6", "ipv6_addr . inet_proto . inet_service", '2001:db8:5::/64 . udp . 123 comment "it: NTP"'),
         ("deny_uids", "uid", "999"),
+        ("deny_gids", "gid", "998"),
     ],
 )
 def test_named_sets(rendered, name, kind, element):
     block = rendered[rendered.index(f"\tset {name} {{") :]
     block = block[: block.index("\n\t}")]
     assert f"\t\ttype {kind}\n" in block
-    assert ("flags interval" in block) == (name != "deny_uids")
+    assert ("flags interval" in block) == (name not in ("deny_uids", "deny_gids"))
     assert f"\t\t\t{element}" in block
 
 
