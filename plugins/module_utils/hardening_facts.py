@@ -10,6 +10,7 @@ plugins/filter/hardening.py run the checks before anything is changed.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 
@@ -280,3 +281,137 @@ def audit_rule_summary(rules):
             )
         summary.append(f"{key.group(1) if key else ''}|{target}")
     return sorted(summary)
+
+
+# Pending security updates (ENC-OS-015), from apt's own output. The names and
+# versions come from `apt-get -s dist-upgrade`, where each of a version's
+# sources comes from `apt-cache policy`: the simulation names only a label, while
+# the Origins-Pattern of unattended-upgrades also matches origin, codename,
+# component and site, which only the policy listing gives.
+
+APT_INST = re.compile(r"^Inst (\S+) \[([^\]]+)\] \((\S+) ")
+APT_POLICY_VERSION = re.compile(r"^ (\*\*\*|   ) (\S+) (-?\d+)$")
+APT_POLICY_SOURCE = re.compile(r"^\s+(-?\d+) (\S.*)$")
+# unattended-upgrades' keys (its match_whitelist_string) -> apt's release fields.
+ORIGIN_KEYS = {
+    "o": "o",
+    "origin": "o",
+    "l": "l",
+    "label": "l",
+    "a": "a",
+    "suite": "a",
+    "archive": "a",
+    "c": "c",
+    "component": "c",
+    "n": "n",
+    "codename": "n",
+    "site": "site",
+}
+
+
+def parse_apt_simulation(text):
+    """`apt-get -s dist-upgrade` -> {package: {"installed", "candidate"}}; new installs are not upgrades."""
+    upgrades = {}
+    for line in text.splitlines():
+        match = APT_INST.match(line)
+        if match:
+            upgrades[match.group(1)] = {"installed": match.group(2), "candidate": match.group(3)}
+    return upgrades
+
+
+def parse_apt_sources(text):
+    """`apt-cache policy` without arguments -> {index line: release fields, "site" the origin host}."""
+    sources = {}
+    current = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        match = re.match(r"^ (-?\d+) (\S.*)$", line)
+        if match:
+            current = sources.setdefault(match.group(2), {})
+        elif current is not None and stripped.startswith("release "):
+            for field in stripped[len("release ") :].split(","):
+                key, _sep, value = field.partition("=")
+                current[key.strip()] = value.strip()
+        elif current is not None and stripped.startswith("origin "):
+            current["site"] = stripped[len("origin ") :]
+    return sources
+
+
+def parse_apt_policy_versions(text):
+    """`apt-cache policy PACKAGE...` -> {package: [{"version", "installed", "sources": [index line]}]}.
+
+    apt lists each package's versions highest first, so the versions above the
+    installed one (marked ***) are the newer ones."""
+    packages = {}
+    versions = None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            versions = packages.setdefault(line[:-1], [])
+            continue
+        if versions is None:
+            continue
+        match = APT_POLICY_VERSION.match(line)
+        if match:
+            versions.append({"version": match.group(2), "installed": match.group(1) == "***", "sources": []})
+            continue
+        match = APT_POLICY_SOURCE.match(line)
+        if match and versions and line.startswith("        "):
+            versions[-1]["sources"].append(match.group(2))
+    return packages
+
+
+def origin_pattern_matches(pattern, release, distro_id, distro_codename):
+    """One Origins-Pattern entry ("origin=Debian,codename=${distro_codename}-security,...")
+    against a source's release fields, as unattended-upgrades matches it (fnmatch per key)."""
+    wanted = []
+    for token in re.split(r"(?<!\\),", pattern):
+        key, sep, value = token.replace("\\,", ",").partition("=")
+        key = key.strip()
+        if not sep or key not in ORIGIN_KEYS:
+            raise ValueError(
+                f"origin pattern {pattern!r}: '{token}' is not key=value with a key of "
+                + ", ".join(sorted(set(ORIGIN_KEYS)))
+            )
+        value = value.strip().replace("${distro_id}", distro_id).replace("${distro_codename}", distro_codename)
+        wanted.append((ORIGIN_KEYS[key], value))
+    return all(fnmatch.fnmatchcase(release.get(field, ""), value) for field, value in wanted)
+
+
+def pending_security_updates(simulation, policy, sources, patterns, distro_id, distro_codename):
+    """Installed packages for which a source matching one of the patterns offers a newer version.
+
+    simulation, policy, sources: the parsed outputs above. Each result names the
+    newest such version and its source, sorted by package."""
+    pending = []
+    for name in sorted(simulation):
+        for entry in policy.get(name, []):
+            if entry["installed"]:
+                break
+            matching = [
+                index
+                for index in entry["sources"]
+                if index in sources
+                and any(origin_pattern_matches(p, sources[index], distro_id, distro_codename) for p in patterns)
+            ]
+            if matching:
+                pending.append(
+                    {
+                        "name": name,
+                        "installed": simulation[name]["installed"],
+                        "version": entry["version"],
+                        "source": matching[0],
+                        "spec": f"{name}={entry['version']}",
+                    }
+                )
+                break
+    return pending
+
+
+def distro_of(os_release):
+    """/etc/os-release -> (distro id as lsb_release -is prints it, codename), as unattended-upgrades substitutes."""
+    fields = {}
+    for line in os_release.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip('"')
+    return fields.get("NAME", "").split(" ")[0] or fields.get("ID", "").capitalize(), fields.get("VERSION_CODENAME", "")

@@ -14,7 +14,8 @@ description:
   - Reads what is in force now, not what a file on disk says - runtime sysctl values, mount
     options, SUID/SGID files, listening sockets with their processes, loaded audit rules, the
     digest of the nftables ruleset, the effective sshd configuration (C(sshd -T)), unit file
-    states (enabled, masked), loaded kernel modules, and the algorithms the installed OpenSSH knows.
+    states (enabled, masked), loaded kernel modules, the algorithms the installed OpenSSH knows, and
+    the security updates apt could install from the sources it is configured with.
   - Each part is chosen with O(gather); a part whose tool is missing is reported as C(null) and
     named in C(unavailable), never as a failure. What is acceptable is the caller's decision.
   - The module only reads, so it runs in check mode too.
@@ -26,7 +27,7 @@ options:
     type: list
     elements: str
     default: [sysctl, mounts, modules, sshd, services]
-    choices: [sysctl, mounts, setid, sockets, audit_rules, nft_digest, sshd, ssh_algorithms, services, modules]
+    choices: [sysctl, mounts, setid, sockets, audit_rules, nft_digest, sshd, ssh_algorithms, services, modules, updates]
   sysctl_keys:
     description:
       - Read only these sysctl keys (faster than all of them); the ones the kernel lacks are listed
@@ -39,6 +40,14 @@ options:
     type: list
     elements: path
     default: [/usr, /bin, /sbin, /opt, /srv, /home]
+  updates_origins:
+    description:
+      - With O(gather=updates), the sources whose newer versions count as security updates, in the
+        Origins-Pattern syntax of unattended-upgrades (C(${distro_codename}) and C(${distro_id}) are
+        substituted). Read from the package lists as they are; the module does not refresh them.
+    type: list
+    elements: str
+    default: ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security"]
 """
 
 EXAMPLES = r"""
@@ -49,7 +58,12 @@ EXAMPLES = r"""
 
 - name: Everything, for an audit
   enclave.llm.hardening_facts:
-    gather: [sysctl, mounts, setid, sockets, audit_rules, nft_digest, sshd, ssh_algorithms, services, modules]
+    gather: [sysctl, mounts, setid, sockets, audit_rules, nft_digest, sshd, ssh_algorithms, services, modules, updates]
+
+- name: The security updates apt could install now from the configured sources
+  enclave.llm.hardening_facts:
+    gather: [updates]
+    updates_origins: ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security"]
 """
 
 RETURN = r"""
@@ -70,6 +84,10 @@ enclave_hardening:
     ssh_algorithms: {description: 'ssh -Q output for cipher, mac and kex', type: dict}
     services: {description: unit file to state, type: dict}
     modules: {description: loaded kernel modules, type: list}
+    security_updates:
+      description: 'installed packages with a newer version from a source matching updates_origins: name,
+        installed, version (the newest such), source (the index line of apt-cache policy), spec (name=version)'
+      type: list
     unavailable: {description: parts whose tool is missing or refused, type: list}
 commands:
   description: The commands that were run, for the audit trail.
@@ -95,7 +113,8 @@ class Reader:
             self.unavailable.append(part)
             return None
         self.commands.append(" ".join([binary, *argv[1:]]))
-        rc, out, _err = self.module.run_command([binary, *argv[1:]])
+        # apt's listings are parsed: untranslated, whatever the host's locale.
+        rc, out, _err = self.module.run_command([binary, *argv[1:]], environ_update={"LC_ALL": "C", "LANG": "C"})
         if rc != 0:
             self.unavailable.append(part)
             return None
@@ -126,6 +145,27 @@ def gather_sysctl(reader, keys, facts):
     facts["sysctl_missing"] = missing
 
 
+def gather_updates(reader, patterns, facts):
+    # Debug::NoLocking: the simulation only reads, and must not wait for (or
+    # block) the daily apt job's lock.
+    simulation = reader.run("updates", ["apt-get", "-s", "-o", "Debug::NoLocking=true", "dist-upgrade"])
+    sources = reader.run("updates", ["apt-cache", "policy"])
+    if simulation is None or sources is None:
+        facts["security_updates"] = None
+        return
+    upgrades = lib.parse_apt_simulation(simulation)
+    policy = reader.run("updates", ["apt-cache", "policy", *sorted(upgrades)]) if upgrades else ""
+    distro_id, codename = lib.distro_of(reader.read("/etc/os-release"))
+    facts["security_updates"] = lib.pending_security_updates(
+        upgrades,
+        lib.parse_apt_policy_versions(policy or ""),
+        lib.parse_apt_sources(sources),
+        patterns,
+        distro_id,
+        codename,
+    )
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -144,6 +184,7 @@ def main():
                     "ssh_algorithms",
                     "services",
                     "modules",
+                    "updates",
                 ],
             },
             "sysctl_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
@@ -151,6 +192,11 @@ def main():
                 "type": "list",
                 "elements": "path",
                 "default": ["/usr", "/bin", "/sbin", "/opt", "/srv", "/home"],
+            },
+            "updates_origins": {
+                "type": "list",
+                "elements": "str",
+                "default": ["origin=Debian,codename=${distro_codename}-security,label=Debian-Security"],
             },
         },
         supports_check_mode=True,
@@ -191,6 +237,12 @@ def main():
     if "services" in gather:
         out = reader.run("services", ["systemctl", "list-unit-files", "--no-legend", "--plain"])
         facts["services"] = lib.parse_systemctl_unit_files(out) if out is not None else None
+
+    if "updates" in gather:
+        try:
+            gather_updates(reader, module.params["updates_origins"], facts)
+        except ValueError as error:
+            module.fail_json(msg=f"updates_origins: {error}", commands=reader.commands)
 
     facts["unavailable"] = sorted(set(reader.unavailable))
     module.exit_json(changed=False, ansible_facts={"enclave_hardening": facts}, commands=reader.commands)

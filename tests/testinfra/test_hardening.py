@@ -284,6 +284,31 @@ def test_ENC_OS_015_unattended_security_updates(host, settings):
         assert host.service(timer).is_enabled
 
 
+def test_ENC_OS_015_no_security_update_pending(host, settings):
+    """Read-only: no installed package has a newer version from a source the
+    Origins-Pattern matches, in the package lists as the host has them (the
+    daily apt job and every converge refresh them from the mirror)."""
+    require(settings, "os_hardening_updates")
+    simulation = host.run("LC_ALL=C apt-get -s -o Debug::NoLocking=true dist-upgrade")
+    assert simulation.rc == 0, simulation.stderr
+    upgrades = lib.parse_apt_simulation(simulation.stdout)
+    sources = lib.parse_apt_sources(host.check_output("LC_ALL=C apt-cache policy"))
+    names = " ".join(shlex.quote(name) for name in sorted(upgrades))
+    policy = host.check_output(f"LC_ALL=C apt-cache policy {names}") if upgrades else ""
+    distro_id, codename = lib.distro_of(host.file("/etc/os-release").content_string)
+    pending = lib.pending_security_updates(
+        upgrades,
+        lib.parse_apt_policy_versions(policy),
+        sources,
+        settings["os_hardening_updates_origins"],
+        distro_id,
+        codename,
+    )
+    assert pending == [], f"{len(pending)} security updates pending from the configured sources: " + ", ".join(
+        f"{p['name']} {p['installed']} -> {p['version']} ({p['source']})" for p in pending
+    )
+
+
 def test_ENC_OS_016_time_from_internal_servers(host, settings):
     require(settings, "os_hardening_time")
     sources = host.check_output("chronyc -n sources")
