@@ -404,7 +404,9 @@ def findings_message(folder, findings, limit=10):
         return ""
     return (
         f"{folder} does not match its manifest: {'; '.join(parts)}. "
-        "Fetch the model again from the mirror; do not serve this folder."
+        "An installed revision is repaired with playbooks/repair-model.yml, which "
+        "fetches only these files again and refuses a mirror copy that is itself corrupt (docs/mirror.md); "
+        "do not serve this folder."
     )
 
 

@@ -129,8 +129,8 @@ def inventory(tmp_path):
     return path
 
 
-def play(tmp_path, mirror, root, revision, *extra, **settings):
-    """Run playbooks/models.yml on this machine; the CompletedProcess, with the recap's numbers in ``recap``."""
+def play(tmp_path, mirror, root, revision, *extra, playbook="models.yml", **settings):
+    """Run playbooks/PLAYBOOK on this machine; the CompletedProcess, with the recap's numbers in ``recap``."""
     variables = {
         "enclave_model_profile": "tiny-r1",
         "enclave_model_revision": revision,
@@ -150,7 +150,7 @@ def play(tmp_path, mirror, root, revision, *extra, **settings):
     }
     command = [
         ansible_bin("ansible-playbook"),
-        *("-i", str(inventory(tmp_path)), str(REPO / "playbooks" / "models.yml")),
+        *("-i", str(inventory(tmp_path)), str(REPO / "playbooks" / playbook)),
         *("-e", f"@{tmp_path / 'vars.json'}", *extra),
     ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
@@ -230,10 +230,10 @@ def test_check_mode_with_a_new_revision_reports_changes_and_makes_none(installed
     assert not (store / ".staging" / NAME / REV_B).exists()
 
 
-def refused(tmp_path, mirror, store, revision, *fragments, root=None, **settings):
+def refused(tmp_path, mirror, store, revision, *fragments, root=None, playbook="models.yml", **settings):
     """Run with a bad input; assert the failure names every fragment and the store did not change."""
     before = tree_digest(store)
-    result = play(tmp_path, mirror, root or store, revision, **settings)
+    result = play(tmp_path, mirror, root or store, revision, playbook=playbook, **settings)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     for fragment in fragments:
@@ -277,11 +277,61 @@ def test_an_extra_file_in_the_installed_revision_is_refused(installed, mirror, s
     planted.write_text("import os\n")
     os.chmod(store / NAME / REV_A, 0o555)
     try:
-        refused(tmp_path, mirror, store, REV_A, "1 unexpected", "modeling_evil.py")
+        refused(tmp_path, mirror, store, REV_A, "1 unexpected", "modeling_evil.py", "playbooks/repair-model.yml")
     finally:
         os.chmod(store / NAME / REV_A, 0o755)
         planted.unlink()
         os.chmod(store / NAME / REV_A, 0o555)
+
+
+def flip_a_byte(path):
+    """Corrupt ``path`` in place, keeping its size, mode and owner (as damage on disk would)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_the_repair_fetches_only_the_corrupt_file_and_keeps_current(installed, mirror, store, tmp_path):
+    revision = store / NAME / REV_A
+    before = tree_digest(store)
+    flip_a_byte(revision / SHARDS[0])
+    result = play(tmp_path, mirror, store, REV_A, playbook="repair-model.yml")
+    assert result.returncode == 0, result.stdout
+    assert "1 file(s) fetched" in result.stdout, result.stdout
+    assert tree_digest(store) == before  # contents, modes and owners as installed; current unchanged
+    evidence = list((store / ".staging" / NAME).glob(f"{REV_A}.damaged-*"))
+    try:
+        assert len(evidence) == 1, evidence
+        assert (evidence[0] / SHARDS[0]).read_bytes() != (revision / SHARDS[0]).read_bytes()
+        # The files that verified were linked into the repaired copy, not fetched or copied.
+        assert (evidence[0] / SHARDS[1]).stat().st_ino == (revision / SHARDS[1]).stat().st_ino
+    finally:
+        for folder in evidence:
+            shutil.rmtree(folder)
+
+
+def test_the_repair_refuses_a_corrupt_mirror_copy_and_says_so(installed, mirror, store, tmp_path):
+    installed_shard = store / NAME / REV_A / SHARDS[2]
+    on_mirror = mirror["tree"] / "models" / NAME / REV_A / SHARDS[2]
+    good = on_mirror.read_bytes()
+    flip_a_byte(installed_shard)
+    flip_a_byte(on_mirror)
+    try:
+        output = refused(
+            tmp_path,
+            mirror,
+            store,
+            REV_A,
+            f"The mirror's copy of {NAME} at {REV_A} is corrupt: {SHARDS[2]}",
+            "re-publish the revision on the mirror",
+            "were not changed",
+            playbook="repair-model.yml",
+        )
+        assert "1 file(s) fetched" not in output
+        assert not (store / ".staging" / NAME / REV_A).exists()
+    finally:
+        on_mirror.write_bytes(good)
+        installed_shard.write_bytes(good)
 
 
 def test_an_unknown_profile_is_refused(installed, mirror, store, tmp_path):
