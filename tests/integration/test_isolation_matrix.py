@@ -29,16 +29,32 @@ loopback rather than a real sshd: what the policy decides is the relay's outward
 connect as its uid, which is what sshd does for ``ssh -L`` as the login user. A
 remote forward (``ssh -R``) would be an inbound connection to a port the enclave
 opens; the ingress flows cover that path.
-About 65 s on 2 cores. Needs root, ip, nft and setpriv; skipped otherwise.
+
+The attacker's flows (``craft`` in the matrix: forged sources, raw sockets, a
+setuid-root helper, a socket made before a uid switch, extension headers and
+fragments, a second interface, tunnels, a zone's address forged from outside)
+run last, all in one matrix_craft.py on the enclave, which reads the drop
+counters around each. Each carries its own source port; a witness table in the
+mirror, internet and admin namespaces counts that port before anything there
+can drop it, so "the receiver saw nothing" needs no listener. The service
+account is nobody with a group of its own (a gid no user or group has), as
+the firewall role requires; the setuid helper is matrix_connect.c, built with
+cc (those flows skip without a compiler), and kernel tunnel flows skip where
+the kernel lacks the driver. The test prints the number of flows.
+About 65 s on 2 idle cores (the attacker's flows about 15 s of it). Needs root,
+ip, nft and setpriv; skipped otherwise.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
 import select
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -60,14 +76,31 @@ from netns import (
 
 HERE = Path(__file__).resolve().parent
 RELAY_SCRIPT = HERE / "matrix_relay.py"
+CRAFT_SCRIPT = HERE / "matrix_craft.py"
+CONNECT_SOURCE = HERE / "matrix_connect.c"
 MATRIX = yaml.safe_load((HERE / "isolation_matrix.yml").read_text())
 HOSTS = MATRIX["hosts"]
 FLOWS = [{"from": "enclave", "as": "root", **flow} for flow in MATRIX["flows"]]
+CRAFTED = [flow for flow in FLOWS if "craft" in flow]
+# Each attacker flow's own source port: the witnesses count it (and replies to it).
+MARKER = {flow["name"]: 41000 + index for index, flow in enumerate(CRAFTED)}
 
 SUFFIX = str(os.getpid())
 ROLES = ("bridge", "enclave", "mirror", "internet", "clinical", "admin", "container")
 NS = {role: f"enc-mx-{SUFFIX}-{role}" for role in ROLES}
 SERVICE_UID = pwd.getpwnam("nobody").pw_uid
+
+
+def _free_gid(start=64990):
+    """A gid no group and no user has: the service account's own group, shared with nobody."""
+    used = {group.gr_gid for group in grp.getgrall()} | {user.pw_gid for user in pwd.getpwall()}
+    return next(gid for gid in range(start, 1000, -1) if gid not in used)
+
+
+SERVICE_GID = _free_gid()
+# Another account with a group of its own (daemon on Debian): the setuid control.
+OTHER_UID, OTHER_GID = 1, 1
+IDENTITY = {"service": (SERVICE_UID, SERVICE_GID), "other": (OTHER_UID, OTHER_GID), "root": (0, 0)}
 # A dropped SYN is counted at once, so a blocked probe need not wait long.
 OPEN_TIMEOUT, BLOCKED_TIMEOUT = 2.0, 0.5
 
@@ -96,6 +129,33 @@ table inet mx_witness {
     }
 }
 """
+# What reached a namespace from an attacker flow: its marker port, either way
+# (after reassembly), and tunnel packets. Counted before anything can drop it.
+WITNESS_ROLES = ("mirror", "internet", "admin")
+
+
+def marker_witness():
+    counters = [f"\tcounter m{port} {{}}" for port in MARKER.values()]
+    rules = [
+        f'\t\tmeta l4proto {{ tcp, udp }} th sport {port} counter name "m{port}"\n'
+        f'\t\tmeta l4proto {{ tcp, udp }} th dport {port} counter name "m{port}"'
+        for port in MARKER.values()
+    ]
+    return "\n".join(
+        [
+            "table inet mx_marks {",
+            "\tcounter tunnel {}",
+            *counters,
+            "\tchain prerouting {",
+            "\t\ttype filter hook prerouting priority raw; policy accept;",
+            '\t\tmeta l4proto { ipip, ipv6, gre } counter name "tunnel"',
+            *rules,
+            "\t}",
+            "}",
+        ]
+    )
+
+
 POLICY = {
     "zones": {
         "admin": [HOSTS["admin"][4], HOSTS["admin"][6]],
@@ -122,6 +182,7 @@ POLICY = {
         ),
     ],
     "deny_egress_uids": [SERVICE_UID],
+    "deny_egress_gids": [SERVICE_GID],
     "log": {"rate": "5/second", "burst": 5, "prefix": "enc-mx"},
 }
 
@@ -173,6 +234,8 @@ def listener_key(flow):
 
 def batch_of(flow):
     """Flows sharing a batch run in one egress_probe call and share listener deltas."""
+    if "craft" in flow:
+        return "crafted"
     if flow["from"] == "enclave" and "relay" not in flow:
         return f"enclave-{flow['as']}"
     return flow["name"]
@@ -184,6 +247,50 @@ class Outcome:
     counter_delta: int | None = None
     seen: int = 0
     relay: str | None = None
+    moved: dict | None = None
+
+
+def craft_spec(flow, helper):
+    """The matrix_craft.py spec of an attacker flow."""
+    family = flow["family"]
+    seen_at = flow.get("seen_at") or RECEIVER[flow["to"]]
+    spec = {
+        "name": flow["name"],
+        "kind": flow["craft"],
+        "proto": flow["proto"],
+        "dst": address(flow),
+        "port": flow["port"],
+        "sport": MARKER[flow["name"]],
+        "receiver": NS[seen_at],
+        "witness": f"m{MARKER[flow['name']]}",
+    }
+    uid, gid = IDENTITY[flow["as"]]
+    spec.update(uid=uid, gid=gid)
+    if "source" in flow:
+        spec["src"] = HOSTS[flow["source"]][family]
+    for key in ("headers", "fragments", "options", "device"):
+        if key in flow:
+            spec[key] = flow[key]
+    if "bind_from" in flow:
+        spec["bind_src"] = HOSTS[flow["bind_from"]][family]
+    if flow["craft"] == "setuid":
+        spec["helper"] = helper
+    if flow["craft"] == "inbound":
+        spec["netns"] = NS[flow["from"]]
+        # Had the enclave accepted the forged SYN, its SYN-ACK would go to the real owner.
+        spec["receiver"] = NS[flow["source"]]
+    if flow["craft"] == "tunnel":
+        tunnel = flow["tunnel"]
+        spec["tunnel"] = {
+            "type": tunnel["type"],
+            "local": HOSTS["enclave-uplink"][family],
+            "remote": HOSTS["internet"][family],
+        }
+        if tunnel.get("address"):
+            spec["tunnel"]["address"] = HOSTS["tunnel"][family] + ("/32" if family == 4 else "/128")
+        if tunnel["type"] != "tun":
+            spec["witness"] = "tunnel"  # the kernel's outer packets carry no marker port
+    return spec
 
 
 class Topology:
@@ -191,6 +298,7 @@ class Topology:
         self.logs = {role: log_dir / f"{role}.log" for role in LISTENERS}
         self.processes = ExitStack()
         self.relays = {}
+        self.helper_dir = None
 
     # --- listeners ---------------------------------------------------------------
     def start(self, role, argv, user=None):
@@ -251,6 +359,14 @@ class Topology:
         for setting in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.ping_group_range=0 65534"):
             in_ns("enclave", "sysctl", "-qw", setting)
         in_ns("internet", "nft", "-f", "-", input=WITNESS)
+        for role in WITNESS_ROLES:
+            in_ns(role, "nft", "-f", "-", input=marker_witness())
+        # The internet host also claims the mirror's IPv4 address on its own
+        # segment, as an attacker there would (otherif-uplink-mirror-apt-v4).
+        in_ns("internet", "ip", "addr", "add", f"{HOSTS['mirror'][4]}/32", "dev", "eth0")
+        # The kernel's own reverse-path filter would hide the policy's for IPv4.
+        for setting in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth-inet.rp_filter=0"):
+            in_ns("enclave", "sysctl", "-qw", setting)
         for role, args in LISTENERS.items():
             self.start(role, [sys.executable, str(CANARY_LISTENERS), str(self.logs[role]), *args])
         relays = {}
@@ -265,6 +381,39 @@ class Topology:
     def close(self):
         self.processes.close()
         delete_namespaces(NS.values())
+        if self.helper_dir:
+            shutil.rmtree(self.helper_dir, ignore_errors=True)
+
+    # --- the attacker's flows ------------------------------------------------------
+    def build_helper(self):
+        """matrix_connect.c compiled and installed setuid root where every uid may run it; None without cc."""
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            return None
+        self.helper_dir = tempfile.mkdtemp(prefix="enc-mx-")
+        os.chmod(self.helper_dir, 0o755)
+        helper = os.path.join(self.helper_dir, "matrix_connect")
+        sh(compiler, "-O", "-o", helper, str(CONNECT_SOURCE))
+        os.chown(helper, 0, 0)
+        os.chmod(helper, 0o4755)
+        return helper
+
+    def crafted(self, flows):
+        """Run every attacker flow in one matrix_craft.py on the enclave; an Outcome per flow name."""
+        helper = self.build_helper()
+        specs = [craft_spec(flow, helper) for flow in flows if flow["craft"] != "setuid" or helper]
+        config = {"witness_table": "mx_marks", "flows": specs}
+        # The system interpreter: the service uid runs this script too.
+        result = in_ns("enclave", "/usr/bin/python3", str(CRAFT_SCRIPT), "run", input=json.dumps(config), timeout=300)
+        outcomes = {}
+        for line in result.stdout.splitlines():
+            report = json.loads(line)
+            flow = next(flow for flow in flows if flow["name"] == report["name"])
+            outcome = Outcome(report, seen=report["seen"])
+            outcome.counter_delta = report["counters"].get(flow.get("counter", ""), 0)
+            outcome.moved = {name: delta for name, delta in report["counters"].items() if delta}
+            outcomes[flow["name"]] = outcome
+        return outcomes
 
 
 BASELINE = [
@@ -346,29 +495,51 @@ def matrix(tmp_path_factory):
         applied = module("nftables_policy", POLICY, netns="enclave")
         assert "failed" not in applied, applied.get("msg")
         assert applied["changed"] is True
+        # Forget every neighbour, so the open IPv6 flows below also prove that
+        # neighbour discovery passes the anti-spoofing rule.
+        for role in ROLES:
+            in_ns(role, "ip", "-6", "neigh", "flush", "all", check=False)
         batches = {}
         for flow in FLOWS:
             batches.setdefault(batch_of(flow), []).append(flow)
         results = {}
-        for flows in batches.values():
-            results.update(run_batch(topology, flows))
+        for name, flows in batches.items():
+            if name == "crafted":
+                results.update(topology.crafted(flows))
+            else:
+                results.update(run_batch(topology, flows))
         yield results
     finally:
         topology.close()
 
 
-def test_matrix_file_is_consistent():
+def test_matrix_file_is_consistent(capsys):
     names = [flow["name"] for flow in FLOWS]
     assert len(names) == len(set(names)), "flow names must be unique"
-    assert len(FLOWS) >= 40
+    assert len(FLOWS) >= 100
     assert {flow["family"] for flow in FLOWS} == {4, 6}
     for flow in FLOWS:
         assert flow["expect"] in ("open", "blocked"), flow["name"]
         assert (flow["expect"] == "blocked") == ("counter" in flow), flow["name"]
+        assert "remaining" not in flow or flow["expect"] == "open", flow["name"]
         assert flow["to"] in RECEIVER, flow["name"]
         assert flow["proto"] in ("tcp", "udp", "dns", "icmp"), flow["name"]
+        if "craft" in flow:
+            assert flow["craft"] in ("raw", "raw-service", "handover", "setuid", "bind", "tunnel", "inbound")
+            assert flow["proto"] in ("tcp", "udp"), flow["name"]
+            assert flow["as"] in IDENTITY, flow["name"]
+    with capsys.disabled():
+        counts = Counter(flow["expect"] for flow in FLOWS)
+        remaining = sum("remaining" in flow for flow in FLOWS)
+        print(
+            f"\nisolation matrix: {len(FLOWS)} flows (v4 {sum(f['family'] == 4 for f in FLOWS)}, "
+            f"v6 {sum(f['family'] == 6 for f in FLOWS)}): {counts['blocked']} blocked, {counts['open']} open "
+            f"({remaining} of them known remaining paths)"
+        )
     # Within a batch a blocked flow's listener evidence must be its own.
     for flow in FLOWS:
+        if "craft" in flow:
+            continue  # each has its own marker port
         if flow["expect"] == "blocked" and listener_key(flow) is not None:
             shared = [
                 other["name"]
@@ -381,9 +552,30 @@ def test_matrix_file_is_consistent():
             assert not shared, f"{flow['name']} shares its listener evidence with {shared}"
 
 
+def check_crafted(flow, outcome):
+    """An attacker flow: its verdict, the witness at the receiver and the counter that moved."""
+    verdict = outcome.report["verdict"]
+    if verdict == "unsupported":
+        pytest.skip(f"this kernel has no {flow['tunnel']['type']} tunnel driver")
+    where = f"{verdict}, counters moved {outcome.moved}, witness saw {outcome.seen}"
+    if flow["expect"] == "open":
+        assert verdict in ("sent", "connected", "rejected"), where
+        assert outcome.seen >= 1, f"the receiver saw nothing: {where}"
+    else:
+        # A packet sent from another namespace is judged where it arrives.
+        assert verdict in ("EPERM", "timeout", *(["sent"] if flow["craft"] == "inbound" else [])), where
+        assert outcome.counter_delta > 0, f"{flow['counter']} did not move: {where}"
+        assert outcome.seen == 0, f"the receiver saw it: {where}"
+
+
 @pytest.mark.parametrize("flow", FLOWS, ids=[flow["name"] for flow in FLOWS])
 def test_flow(matrix, flow):
+    if flow["name"] not in matrix and flow.get("craft") == "setuid":
+        pytest.skip("no C compiler to build the setuid helper")
     outcome = matrix[flow["name"]]
+    if "craft" in flow:
+        check_crafted(flow, outcome)
+        return
     report = outcome.report
     assert report.get("verdict") is not None, f"could not be probed: {report.get('error')}"
     where = f"{report['verdict']} ({report.get('errno')}), counter +{outcome.counter_delta}, seen {outcome.seen}"
