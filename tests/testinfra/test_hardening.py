@@ -501,6 +501,16 @@ def test_ENC_OS_027_idle_shells_end(host, settings):
     assert "readonly" in lifted.stderr
 
 
+def test_no_unit_failed(host):
+    """The units the roles add, mask or schedule leave none failed (systemd would report 'degraded').
+
+    A timer masked while active and chkrootkit's daily run that could not mail its report did.
+    """
+    failed = host.run("systemctl list-units --failed --plain --no-legend")
+    assert failed.rc == 0, failed.stderr
+    assert failed.stdout.strip() == "", f"failed units: {failed.stdout.strip()}"
+
+
 # auditd (ENC-AU-*): only where the kernel lets the host hold audit control.
 
 
