@@ -143,7 +143,7 @@ def main():
             module.warn(f"os_hardening_aide_acknowledge names report {ack_id}, but the host matches its baseline")
         module.exit_json(**result)
 
-    report_id = lib.report_id(out) or "unparsed0000"
+    report_id = lib.report_id(out, differs=True)
     result.update(clean=False, report_id=report_id, entries=lib.entries(out))
     path = archived(params["archive_dir"], report_id)
     if path is None:

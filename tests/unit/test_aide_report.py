@@ -56,6 +56,14 @@ def test_one_more_change_gives_another_id():
     assert lib.report_id(more) != lib.report_id(report)
 
 
+def test_a_report_in_an_unknown_layout_still_gets_an_id_when_aide_says_the_host_differs():
+    report = "Start timestamp: 2026-12-07 06:42:34\nsomething changed: /etc/x\n"
+    later = "Start timestamp: 2027-01-01 00:00:00\nsomething changed: /etc/x\n"
+    assert lib.report_id(report) is None
+    assert lib.report_id(report, differs=True) == lib.report_id(later, differs=True)
+    assert len(lib.report_id(report, differs=True)) == 12
+
+
 def test_an_acknowledgement_is_the_id_and_a_reason():
     assert lib.parse_acknowledgement("3f2a9c0b1d4e restored from backup, ticket 4711") == (
         "3f2a9c0b1d4e",
