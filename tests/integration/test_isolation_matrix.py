@@ -41,7 +41,7 @@ account is nobody with a group of its own (a gid no user or group has), as
 the firewall role requires; the setuid helper is matrix_connect.c, built with
 cc (those flows skip without a compiler), and kernel tunnel flows skip where
 the kernel lacks the driver. The test prints the number of flows.
-About 65 s on 2 idle cores (the attacker's flows about 15 s of it). Needs root,
+About 65 s on 2 idle cores (the attacker's flows about 10 s of it). Needs root,
 ip, nft and setpriv; skipped otherwise.
 """
 

@@ -279,9 +279,9 @@ def test_check_mode_reports_but_applies_nothing(lab):
             id="no-owner-reversed-range",
         ),
         pytest.param(
-            # nogroup is also the group of _apt and sync (Debian), which keep their network.
-            {"deny_egress_gids": ["nogroup"]},
-            "deny_egress_gids: the group nogroup (65534) is shared with",
+            # daemon's own group: denying it would cut daemon (not in deny_egress_uids) off too.
+            {"deny_egress_gids": ["daemon"]},
+            "deny_egress_gids: the group daemon (1) is shared with daemon, whose egress is not denied",
             id="shared-group",
         ),
         pytest.param({"deny_egress_gids": [0]}, "deny_egress_gids: 0 is the root group", id="root-group"),
