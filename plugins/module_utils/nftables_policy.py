@@ -34,6 +34,8 @@ import itertools
 import json
 import re
 
+from ansible_collections.enclave.llm.plugins.module_utils import network_breadth
+
 FAMILY = "inet"
 TABLE = "enclave"
 TABLE_SPEC = f"{FAMILY} {TABLE}"
@@ -72,7 +74,6 @@ _RATE = re.compile(r"^([1-9][0-9]{0,8})/(second|minute|hour|day)$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _PORT_RANGE = re.compile(r"^\s*([0-9]+)\s*-\s*([0-9]+)\s*$")
 _BAD_TEXT = re.compile(r'["\\\x00-\x1f\x7f]')
-_COMMENT_BYTES = 127
 
 
 def _missing(value):
@@ -180,7 +181,8 @@ def _network_problem(field, value, families):
             f"{', '.join(families)}: write an {other} address or add {family} to families.",
             None,
         )
-    return None, network
+    message = network_breadth.address_form_problem(field, value, network)
+    return (message, None) if message else (None, network)
 
 
 def _overlaps(field, items):
@@ -248,6 +250,7 @@ def _zones_problems(zones, families):
                 networks.append(network)
         networks = sorted(set(networks), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
         problems += _overlaps(field, [(str(n), n, None) for n in networks])
+        problems += network_breadth.zone_problems(field, networks)
         parsed[zone] = networks
     return problems, parsed
 
@@ -278,6 +281,8 @@ def _ingress_problems(ingress):
         comment = rule.get("comment")
         if comment is not None and (not isinstance(comment, str) or _BAD_TEXT.search(comment)):
             problems.append(f"{field}.comment: write one line of text without double quotes or backslashes.")
+        elif comment is not None:
+            problems += filter(None, [network_breadth.comment_problem(f"{field}.comment", comment, "comment")])
         if not port_problems and zone in ZONES and proto in PROTOS:
             rules.append({"zone": zone, "proto": proto, "ports": ranges, "comment": comment or ""})
     return problems, rules
@@ -316,6 +321,8 @@ def _egress_problems(egress, families):
                 problems.append(f"{field}.{key}: write one line of text without double quotes or backslashes.")
             else:
                 texts[key] = value.strip()
+        if len(texts) == 2:
+            problems += network_breadth.entry_comment_problems(field, texts["owner"], texts["reason"])
         if network is not None and proto in PROTOS and not port_problems and len(texts) == 2:
             label = f"{field} ({entry.get('destination')} {proto} {{ports}})"
             entries.append(
@@ -328,6 +335,7 @@ def _egress_problems(egress, families):
                 }
             )
             entries[-1]["label"] = label
+    problems += network_breadth.egress_problems(entries)
     return problems, entries
 
 
@@ -411,6 +419,14 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
             "the policy must be a mapping with zones, ingress, egress, deny_egress_uids, deny_egress_gids, "
             "log, families."
         ]
+    # Counted before anything is parsed: a huge list is refused at once.
+    listed = network_breadth.raw_count(policy)
+    if listed > max_entries:
+        return None, [
+            f"the policy has {listed}+ set elements (egress destination/port pairs, zone networks, uids and "
+            f"gids), more than max_entries ({max_entries}): merge destinations into CIDRs and ports into ranges, "
+            "or raise max_entries."
+        ]
     problems = _unknown_keys("policy", policy, POLICY_KEYS)
     more, families = _families_problems(policy.get("families"))
     problems += more
@@ -437,6 +453,8 @@ def compile_policy(policy, max_entries=DEFAULT_MAX_ENTRIES):
             comment = f"{entry['owner']}: {entry['reason']}"
             if comment not in merged["comments"]:
                 merged["comments"].append(comment)
+    for merged in elements.values():
+        problems += network_breadth.merged_comment_problems(merged["labels"], merged["comments"])
     for version in (4, 6):
         for proto in PROTOS:
             items = [
@@ -531,9 +549,11 @@ def policy_problems(policy, max_entries=DEFAULT_MAX_ENTRIES):
 
 
 def _comment(text):
-    """An nft comment: printable ASCII, at most 127 bytes."""
-    text = text.encode("ascii", "replace").decode("ascii")
-    return _BAD_TEXT.sub("?", text)[:_COMMENT_BYTES]
+    """An nft comment; compile_policy has refused any text that would have to be cut or replaced."""
+    problem = network_breadth.comment_problem("comment", text)
+    if problem:
+        raise ValueError(problem)
+    return text
 
 
 def _elements(items):

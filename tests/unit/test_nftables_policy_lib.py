@@ -191,7 +191,7 @@ def test_more_elements_than_max_entries():
     )
     problems = lib.policy_problems(policy, max_entries=12)
     assert problems == [
-        "the policy has 15 set elements (egress destination/port pairs, zone networks, uids and gids), more than "
+        "the policy has 15+ set elements (egress destination/port pairs, zone networks, uids and gids), more than "
         "max_entries (12): merge destinations into CIDRs and ports into ranges, or raise max_entries."
     ]
     assert lib.policy_problems(policy, max_entries=15) == []
