@@ -8,6 +8,8 @@
 ``enclave.llm.zones_problems``       enclave_zones -> [message, ...]
 ``enclave.llm.admin_users_problems`` enclave_admin_users -> [message, ...]
 ``enclave.llm.mirror_problems``      enclave_mirror -> [message, ...]
+``enclave.llm.firewall_settings_problems`` enclave_zones | firewall_settings_problems(ingress=..., ...)
+                                     -> [message naming the variable, ...] (also run by the firewall role)
 ``enclave.llm.gpg_primary_fingerprints`` gpg --with-colons text -> [fingerprint, ...]
 ``enclave.llm.fingerprint_mismatch`` pinned | fingerprint_mismatch(found, files) -> message or ''
 ``enclave.llm.http_failure_reason``  uri result -> short reason ('' when HTTP 200)
@@ -44,6 +46,7 @@ class FilterModule:
             "zones_problems": lib.zones_problems,
             "admin_users_problems": lib.admin_users_problems,
             "mirror_problems": lib.mirror_problems,
+            "firewall_settings_problems": lib.firewall_settings_problems,
             "gpg_primary_fingerprints": lib.gpg_primary_fingerprints,
             "fingerprint_mismatch": lib.fingerprint_mismatch,
             "http_failure_reason": lib.http_failure_reason,

@@ -15,6 +15,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from ansible_collections.enclave.llm.plugins.module_utils import firewall, nftables_policy
+
 # Distribution name and major version as Ansible reports them
 # (ansible_facts.distribution / distribution_major_version).
 SUPPORTED_OS = {("Debian", "12"): "Debian 12 (bookworm)"}
@@ -421,3 +423,107 @@ def probe_problems(results, hostname):
                 "Check that the mirror host is up and the URL is right."
             )
     return problems
+
+
+def _egress_origins(zones, ingress, mirror, ntp_servers, dns_resolvers, egress_extra, owner):
+    """The variable behind each entry of ``build_policy``'s egress list, in its order."""
+    origins = []
+    for entry in firewall.mirror_egress(mirror, owner):
+        uses = entry["reason"].removeprefix("offline mirror (").rstrip(")").split(", ")
+        origins.append(" and ".join(f"enclave_mirror.{use}" for use in uses))
+    origins += [f"firewall_ntp_servers[{i}]" for i, _ in enumerate(firewall._as_list(ntp_servers))]
+    for index, _ in enumerate(firewall._as_list(dns_resolvers)):
+        origins += [f"firewall_dns_resolvers[{index}]"] * 2
+    members = firewall._as_list((zones or {}).get("cluster"))
+    for rule, _ in enumerate(firewall._as_list((ingress or {}).get("cluster"))):
+        origins += [f"enclave_zones.cluster[{m}] (firewall_ingress.cluster[{rule}])" for m in range(len(members))]
+    origins += [f"firewall_egress_extra[{i}]" for i, _ in enumerate(firewall._as_list(egress_extra))]
+    return origins
+
+
+def _ingress_origins(ingress):
+    return [
+        f"firewall_ingress.{zone}[{index}]"
+        for zone in firewall.ZONES
+        for index, _ in enumerate(firewall._as_list((ingress or {}).get(zone)))
+    ]
+
+
+def _relabel(message, egress, ingress):
+    """``message`` from ``compile_policy`` with each policy field replaced by the inventory variable."""
+
+    def name(origins, fallback):
+        def replace(match):
+            index = int(match.group(1))
+            return origins[index] if index < len(origins) else f"{fallback}[{index}]"
+
+        return replace
+
+    message = re.sub(r"(?<![\w.\[])egress\[(\d+)\]", name(egress, "the firewall's egress"), message)
+    message = re.sub(r"(?<![\w.\[])ingress\[(\d+)\]", name(ingress, "the firewall's ingress"), message)
+    message = re.sub(r"(?<![\w.])zones\.(admin|clinical|cluster)\b", r"enclave_zones.\1", message)
+    for field, variable in (
+        (
+            "egress",
+            "the egress allowlist (enclave_mirror, firewall_ntp_servers, firewall_dns_resolvers, "
+            "firewall_egress_extra)",
+        ),
+        ("families", "firewall_families"),
+        ("log", "firewall_log"),
+        ("the policy has", "the firewall policy (enclave_zones, firewall_egress_extra) has"),
+    ):
+        if message.startswith(field):
+            return variable + message[len(field) :]
+    return message
+
+
+def firewall_settings_problems(
+    zones,
+    ingress=None,
+    mirror=None,
+    ntp_servers=None,
+    dns_resolvers=None,
+    egress_extra=None,
+    owner="hospital-it",
+    log=None,
+    families=None,
+    max_entries=nftables_policy.DEFAULT_MAX_ENTRIES,
+):
+    """Messages for the firewall role's settings, each naming the inventory variable.
+
+    The policy is built by ``firewall.build_policy`` and checked by
+    ``nftables_policy.compile_policy``, the very functions the firewall role
+    applies with, so the preflight refuses what the role would refuse (and
+    every catch-all network, see ``network_breadth``) before any host changes.
+    The users and groups denied egress are names resolved on the host; the
+    role checks them.
+    """
+    listed = sum(len(v) for v in (egress_extra, ntp_servers, dns_resolvers) if isinstance(v, list))
+    if listed > max_entries:
+        # Refused before anything is copied or parsed.
+        return [
+            f"firewall_egress_extra, firewall_ntp_servers and firewall_dns_resolvers list {listed} entries, more "
+            f"than the firewall's {max_entries}: merge destinations into CIDRs and ports into ranges."
+        ]
+    try:
+        policy = firewall.build_policy(
+            zones,
+            ingress=ingress,
+            mirror=mirror,
+            ntp_servers=ntp_servers,
+            dns_resolvers=dns_resolvers,
+            egress_extra=egress_extra,
+            owner=owner,
+            log=log,
+            families=families,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        return [str(exc)]
+    egress = _egress_origins(zones, ingress, mirror, ntp_servers, dns_resolvers, egress_extra, owner)
+    if len(egress) != len(policy["egress"]):
+        egress = []
+    ingress_names = _ingress_origins(ingress)
+    if len(ingress_names) != len(policy["ingress"]):
+        ingress_names = []
+    problems = nftables_policy.policy_problems(policy, max_entries)
+    return [_relabel(problem, egress, ingress_names) for problem in problems]

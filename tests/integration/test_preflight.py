@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,15 @@ def merge(base, override):
         else:
             merged[key] = value
     return merged
+
+
+def stage(path):
+    """``vars`` for a case refused by the variable checks alone (``# stage: vars``), else ''."""
+    match = re.search(r"^# stage: (\w+)$", path.read_text(), flags=re.MULTILINE)
+    return match.group(1) if match else ""
+
+
+VARS_CASES = [case for case in CASES if stage(case) == "vars"]
 
 
 def load_case(path):
@@ -71,6 +82,90 @@ def test_bad_inventory_fails_with_one_message_and_changes_nothing(target, case, 
     for fragment in expected:
         assert squash(fragment) in squash(output), f"missing {fragment!r}\n{describe(result)}"
     assert before == after, f"{case.stem} changed the host\n{describe(result)}"
+
+
+def run_vars_checks(tmp_path, host_vars):
+    """One ansible-playbook run of the preflight's variable checks, one local host per entry of ``host_vars``."""
+    hosts = {
+        name: {**values, "ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        for name, values in host_vars.items()
+    }
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=False))
+    play = tmp_path / "play.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Preflight variable checks",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Validate the inventory variables",
+                            "ansible.builtin.include_role": {
+                                "name": "enclave.llm.preflight",
+                                "tasks_from": "validate_vars.yml",
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(play)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_vars_cases_are_refused_by_the_variable_checks(tmp_path):
+    """Every ``# stage: vars`` case, all in one run: each host fails at the variable checks, naming the variable."""
+    lab = yaml.safe_load(LAB_VARS.read_text())
+    cases = {case.stem: load_case(case) for case in VARS_CASES}
+    hosts = {name: merge(lab, override) for name, (override, _expected) in cases.items()}
+    hosts["lab_inventory"] = lab
+    result = run_vars_checks(tmp_path, hosts)
+    output = squash(result.stdout + result.stderr)
+    for name, (_override, expected) in cases.items():
+        recap = re.search(rf"^{name}\s*:.*$", result.stdout, flags=re.MULTILINE)
+        assert recap, f"{name} did not run\n{result.stdout}"
+        assert "failed=1" in recap.group(0), f"{name} was not refused\n{result.stdout}"
+        fatal = re.search(rf"fatal: \[{name}\]: FAILED! => (.*?)(?=fatal: \[|PLAY RECAP)", output)
+        assert fatal, f"{name}: no failure message\n{result.stdout}"
+        for fragment in expected:
+            assert squash(fragment) in squash(fatal.group(1).replace("''", "'")), f"{name}: missing {fragment!r}"
+    recap = re.search(r"^lab_inventory\s*:.*$", result.stdout, flags=re.MULTILINE)
+    assert recap, result.stdout
+    assert "failed=0" in recap.group(0), result.stdout
+
+
+def test_duplicate_key_in_a_zone_map_is_refused(tmp_path):
+    """YAML keeps the last of two equal keys; ansible.cfg makes it an error before any task runs."""
+    extra = tmp_path / "zones.yml"
+    extra.write_text(
+        "---\nenclave_zones:\n  admin: [198.51.100.1/32]\n  clinical: [203.0.113.192/26]\n  clinical: [0.0.0.0/0]\n"
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ansible-playbook")),
+            "--syntax-check",
+            "-e",
+            f"@{extra}",
+            "playbooks/preflight.yml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0, describe(result)
+    assert "Found duplicate mapping key 'clinical'" in result.stdout + result.stderr, describe(result)
 
 
 def test_cases_cover_the_required_failures():
