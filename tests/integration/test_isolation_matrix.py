@@ -89,6 +89,7 @@ SUFFIX = str(os.getpid())
 ROLES = ("bridge", "enclave", "mirror", "internet", "clinical", "admin", "container")
 NS = {role: f"enc-mx-{SUFFIX}-{role}" for role in ROLES}
 SERVICE_UID = pwd.getpwnam("nobody").pw_uid
+DAD_ADDRESS = "2001:db8:4::99"
 
 
 def _free_gid(start=64990):
@@ -145,10 +146,12 @@ def marker_witness():
         [
             "table inet mx_marks {",
             "\tcounter tunnel {}",
+            "\tcounter dad {}",
             *counters,
             "\tchain prerouting {",
             "\t\ttype filter hook prerouting priority raw; policy accept;",
             '\t\tmeta l4proto { ipip, ipv6, gre } counter name "tunnel"',
+            '\t\tip6 saddr :: icmpv6 type nd-neighbor-solicit counter name "dad"',
             *rules,
             "\t}",
             "}",
@@ -499,6 +502,9 @@ def matrix(tmp_path_factory):
         # neighbour discovery passes the anti-spoofing rule.
         for role in ROLES:
             in_ns(role, "ip", "-6", "neigh", "flush", "all", check=False)
+        # An address with duplicate address detection: its probe leaves from ::
+        # while the flows run (test_duplicate_address_detection_leaves).
+        in_ns("enclave", "ip", "addr", "add", f"{DAD_ADDRESS}/64", "dev", "eth-hosp")
         batches = {}
         for flow in FLOWS:
             batches.setdefault(batch_of(flow), []).append(flow)
@@ -508,6 +514,10 @@ def matrix(tmp_path_factory):
                 results.update(topology.crafted(flows))
             else:
                 results.update(run_batch(topology, flows))
+        results["dad"] = {
+            "probes": counter("dad", "mirror", "mx_marks"),
+            "tentative": in_ns("enclave", "ip", "-6", "addr", "show", "dev", "eth-hosp", "tentative").stdout,
+        }
         yield results
     finally:
         topology.close()
@@ -550,6 +560,13 @@ def test_matrix_file_is_consistent(capsys):
                 == (batch_of(flow), RECEIVER[flow["to"]], listener_key(flow))
             ]
             assert not shared, f"{flow['name']} shares its listener evidence with {shared}"
+
+
+def test_duplicate_address_detection_leaves(matrix):
+    # The probe comes from ::, not one of the host's addresses; the anti-spoofing
+    # rule must let it out, or a duplicate address would go unnoticed.
+    assert matrix["dad"]["probes"] >= 1, "the mirror saw no duplicate address detection probe from ::"
+    assert DAD_ADDRESS not in matrix["dad"]["tentative"]
 
 
 def check_crafted(flow, outcome):
