@@ -138,7 +138,8 @@ options:
         (C(meta skgid), beside O(deny_egress_uids)). A setuid-root program run by a service account
         opens sockets as uid 0 but keeps the account's gid, so list the account's own group here.
       - Refused when the group is shared, that is another user not in O(deny_egress_uids) has it as
-        primary group or is a member (that user would lose its network too), and for gid 0.
+        primary group or is a member (that user would lose its network too), and for gid 0. A group
+        that is no primary group of a user in O(deny_egress_uids) gets a warning: it guards nothing.
     type: list
     elements: raw
     default: []
@@ -384,6 +385,18 @@ def shared_group_problem(gids, uids):
     return ""
 
 
+def unguarded_group_warnings(gids, uids):
+    """Warnings for denied gids that no denied user has as primary group: they guard nothing."""
+    denied = {int(uid) for uid in uids if str(uid).strip().isdigit()}
+    primary = {user.pw_gid for user in pwd.getpwall() if user.pw_uid in denied}
+    return [
+        f"deny_egress_gids: {gid} is no primary group of a user in deny_egress_uids; a setuid program keeps its "
+        "caller's primary gid, so list each service account's own group (`id -gn USER`)."
+        for gid in gids
+        if str(gid).strip().isdigit() and int(gid) != 0 and int(gid) not in primary
+    ]
+
+
 def policy_from_params(module):
     params = module.params
     egress = []
@@ -395,6 +408,8 @@ def policy_from_params(module):
     problem = shared_group_problem(gids, uids)
     if problem:
         module.fail_json(msg=problem, problems=[problem], commands=[])
+    for warning in unguarded_group_warnings(gids, uids):
+        module.warn(warning)
     return {
         "zones": {key: value for key, value in (params["zones"] or {}).items() if value is not None},
         "ingress": ingress,

@@ -264,6 +264,15 @@ def test_check_mode_reports_but_applies_nothing(lab):
     assert lab.connect(HOST_NS, BLOCKED_V4, timeout=0.5) in ("timeout", "EPERM")
 
 
+def test_a_group_no_denied_user_has_is_named(lab):
+    # nobody's primary group is nogroup: a setuid program it runs keeps that, not 64990.
+    result = lab.module(check=True, **policy(deny_egress_gids=[64990]))
+    assert "failed" not in result, result.get("msg")
+    assert any(
+        "deny_egress_gids: 64990 is no primary group of a user in deny_egress_uids" in w for w in result["warnings"]
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
