@@ -139,7 +139,7 @@ options:
         opens sockets as uid 0 but keeps the account's gid, so list the account's own group here.
       - Refused when the group is shared, that is another user not in O(deny_egress_uids) has it as
         primary group or is a member (that user would lose its network too), and for gid 0. A group
-        that is no primary group of a user in O(deny_egress_uids) gets a warning: it guards nothing.
+        that is no primary group of a user in O(deny_egress_uids) gets a warning (it guards nothing).
     type: list
     elements: raw
     default: []
