@@ -87,45 +87,15 @@ def ip_in_any(address, cidrs):
     return False
 
 
-def cidr_problems(name, values, required=False):
-    """Messages for a list of CIDRs stored in the variable called ``name``."""
-    if values is None:
-        values = []
-    if not isinstance(values, list):
-        return [f"{name} must be a list of CIDRs (e.g. [192.0.2.0/24]), got {values!r}."]
-    if required and not values:
-        return [
-            f"{name} is empty: list at least one network the administrators connect from "
-            "(e.g. 192.0.2.0/24); without it every admin would be locked out."
-        ]
-    problems = []
-    for value in values:
-        if parse_network(value) is not None:
-            continue
-        try:
-            loose = ipaddress.ip_network(str(value).strip(), strict=False)
-        except ValueError:
-            problems.append(
-                f"{name}: {value!r} is not a CIDR: write ADDRESS/PREFIX with a prefix of at most 32 "
-                "(IPv4) or 128 (IPv6), e.g. 192.0.2.0/24."
-            )
-            continue
-        addr = str(value).strip().split("/", maxsplit=1)[0]
-        problems.append(
-            f"{name}: {value!r} has host bits set: write {loose} (the network) "
-            f"or {addr}/{loose.max_prefixlen} (one address)."
-        )
-    return problems
-
-
 def zones_problems(zones):
-    """Messages for ``enclave_zones``: admin must be a non-empty list of CIDRs."""
+    """Messages for ``enclave_zones``, from the firewall's own zone check (``nftables_policy``).
+
+    One parser for both: a zone the preflight accepts is a zone the firewall
+    applies, catch-all limits included (``network_breadth``).
+    """
     if not isinstance(zones, dict):
         return ["enclave_zones must be a mapping with the keys admin, clinical and cluster."]
-    problems = cidr_problems("enclave_zones.admin", zones.get("admin"), required=True)
-    for zone in ("clinical", "cluster"):
-        problems += cidr_problems(f"enclave_zones.{zone}", zones.get(zone))
-    return problems
+    return [_relabel(problem, [], []) for problem in nftables_policy.policy_problems({"zones": zones})]
 
 
 def admin_users_problems(users):
@@ -470,6 +440,7 @@ def _relabel(message, egress, ingress):
         ),
         ("families", "firewall_families"),
         ("log", "firewall_log"),
+        ("zones", "enclave_zones"),
         ("the policy has", "the firewall policy (enclave_zones, firewall_egress_extra) has"),
     ):
         if message.startswith(field):

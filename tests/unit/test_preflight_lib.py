@@ -87,20 +87,21 @@ def test_ip_in_any(address, cidrs, expected):
 
 
 @pytest.mark.parametrize(
-    ("values", "required", "fragment"),
+    ("values", "fragment"),
     [
-        ([], True, "enclave_zones.admin is empty"),
-        (None, True, "enclave_zones.admin is empty"),
-        (["198.51.100.0/33"], False, "'198.51.100.0/33' is not a CIDR"),
-        (["198.51.100.0/24", "banana"], False, "'banana' is not a CIDR"),
-        (["198.51.100.5/24"], False, "write 198.51.100.0/24 (the network) or 198.51.100.5/32"),
-        (["2001:db8::1/32"], False, "write 2001:db8::/32 (the network) or 2001:db8::1/128"),
-        ("198.51.100.0/24", False, "must be a list of CIDRs"),
+        ([], "enclave_zones.admin is empty"),
+        (None, "enclave_zones.admin is empty"),
+        (["198.51.100.0/33"], "'198.51.100.0/33' is not an address or CIDR"),
+        (["198.51.100.0/24", "banana"], "'banana' is not an address or CIDR"),
+        (["198.51.100.5/24"], "write 198.51.100.0/24 (the network) or 198.51.100.5/32"),
+        (["2001:db8::1/32"], "write 2001:db8::/32 (the network) or 2001:db8::1/128"),
+        ({"a": 1}, "enclave_zones.admin must be a list of CIDRs"),
+        (["0.0.0.0/0"], "enclave_zones.admin: 0.0.0.0/0 is wider than the widest zone network allowed"),
     ],
 )
-def test_cidr_problems_report(values, required, fragment):
-    problems = lib.cidr_problems("enclave_zones.admin", values, required=required)
-    assert len(problems) == 1
+def test_admin_zone_problems_report(values, fragment):
+    problems = lib.zones_problems({"admin": values})
+    assert len(problems) == 1, problems
     assert fragment in problems[0]
 
 
@@ -108,8 +109,8 @@ def test_cidr_problems_report(values, required, fragment):
     "values",
     [["198.51.100.1/32"], ["192.0.2.0/24", "2001:db8::/32"], ["198.51.100.1"], []],
 )
-def test_cidr_problems_accepts(values):
-    assert lib.cidr_problems("enclave_zones.clinical", values) == []
+def test_clinical_zone_accepts(values):
+    assert lib.zones_problems({"admin": ["192.0.2.0/28"], "clinical": values}) == []
 
 
 @pytest.mark.parametrize(
