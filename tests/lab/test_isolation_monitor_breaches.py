@@ -21,6 +21,12 @@ undone at once after it was detected; the firewall is restored from its own
 persisted rules file even when a test fails. The lab host is shared: breach
 windows last about a second, and the ingress is not stopped here.
 
+The injected accept rule is the one breach the monitor is left to repair: the
+live table must equal the installed rules file again within the ruleset
+breaches' latency goal (1 s), and the service account's connection to the
+lab's canary must then be dropped (the canary logs nothing from the host, the
+drop counter moves, and the machine's own connection is logged as control).
+
 The monitor's detection latency against its goals is measured by
 bench/isolation_monitor_latency.py, not asserted here.
 """
@@ -30,14 +36,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import time
 from contextlib import contextmanager
 
 import pytest
 from lab_host import LAB_STATE, REPO, wait_until
-from labkit import AIDE_REBASELINE
+from labkit import AIDE_REBASELINE, CANARY_ADDRESS, canary_arrivals
 from netns import ansible_bin, ensure_collection_link
 
 HOST = "enclave-lab-host"
@@ -51,10 +59,42 @@ STATE = "/var/lib/enclave/isolation-breach.json"
 PROBE_NS, INET_NS = "enclave-mon-probe", "enclave-mon-inet"
 IMAGE = "198.51.100.10:5000/enclave/workload:1"
 MESSAGE_ID = "5f1c3a8e9b2d4c6e8a0b1c2d3e4f5a6b"
-RESTORE_FIREWALL = "nft -f /etc/nftables.d/enclave.nft"
+RESTORE_MESSAGE_ID = "8c4f6d1b2e5a4f9b1d3e4f5a6b7c8d9e"
+RULES_FILE = "/etc/nftables.d/enclave.nft"
+RESTORE_FIREWALL = f"nft -f {RULES_FILE}"
 INTERVAL = 5
 # Bounds for the waits (failures, not goals; the bench measures the goals).
 EVENT_BOUND, PROBE_BOUND = 10, 30
+# The monitor's goal for ruleset breaches (bench/isolation_monitor_latency.py),
+# asserted for the reload: the live table is the installed one again within it.
+RESTORE_GOAL = 1.0
+RESTORED_BY_MONITOR = "accept rule for the service user"
+HOST_ADDRESS = "198.51.100.20"
+
+# Runs inside the lab host: the installed table as the rules file defines it
+# (loaded in a scratch namespace), the injection, then the live table polled
+# until it is that one again. Stateless listings: counter values are state.
+RESTORE_DRIVER = r"""
+import json, subprocess, sys, time
+rules, inject = sys.argv[1], sys.argv[2]
+LIST = "nft -s list table inet enclave"
+
+def listed(scratch=False):
+    argv = ["unshare", "--net", "--", "sh", "-c", f"nft -f {rules} && {LIST}"] if scratch else ["sh", "-c", LIST]
+    return subprocess.run(argv, capture_output=True, text=True, check=scratch).stdout
+
+installed = listed(scratch=True)
+start = time.monotonic()
+subprocess.run(["sh", "-c", inject], check=True)
+altered = listed() != installed
+restored = None
+while time.monotonic() - start < 10:
+    if listed() == installed:
+        restored = time.monotonic() - start
+        break
+    time.sleep(0.02)
+print(json.dumps({"altered": altered, "restored_after": restored}))
+"""
 
 STANDIN_TEXT = f"""[Unit]
 Description=Stand-in for the vLLM unit (isolation monitor test)
@@ -87,14 +127,15 @@ SETTINGS = {
 
 # kind: (inject, undo, the breach kinds it may raise, bound)
 BREACHES = {
-    "table deleted": ("nft delete table inet enclave", RESTORE_FIREWALL, {"table_missing"}, EVENT_BOUND),
-    "table flushed": ("nft flush table inet enclave", RESTORE_FIREWALL, {"rule_removed"}, EVENT_BOUND),
+    # First: the monitor reloads at most 3 times a minute, and this is the reload the test measures.
     "accept rule for the service user": (
         f"nft insert rule inet enclave output meta skuid {USER} accept",
         RESTORE_FIREWALL,
         {"rule_added"},
         EVENT_BOUND,
     ),
+    "table deleted": ("nft delete table inet enclave", RESTORE_FIREWALL, {"table_missing"}, EVENT_BOUND),
+    "table flushed": ("nft flush table inet enclave", RESTORE_FIREWALL, {"rule_removed"}, EVENT_BOUND),
     "policy accept": (
         "nft 'chain inet enclave output { policy accept; }'",
         RESTORE_FIREWALL,
@@ -173,9 +214,43 @@ def all_breaches(values):
     return sum(value for name, value in values.items() if name.startswith("enclave_isolation_breaches_total"))
 
 
-def breach_entries(since):
-    run = host(f"journalctl -o json --no-pager --since @{since:.0f} MESSAGE_ID={MESSAGE_ID}", check=False)
+def breach_entries(since, message_id=MESSAGE_ID):
+    run = host(f"journalctl -o json --no-pager --since @{since:.0f} MESSAGE_ID={message_id}", check=False)
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def inject_and_time_the_reload(inject):
+    """Inject on the host and poll there until the live table is the installed one again."""
+    run = host(f"python3 - {RULES_FILE} {shlex.quote(inject)} <<'EOF'\n{RESTORE_DRIVER}EOF", timeout=60)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def drop_uid_packets():
+    data = json.loads(host("nft -j list counter inet enclave drop_uid").stdout)
+    return data["nftables"][1]["counter"]["packets"]
+
+
+def assert_reloaded_and_egress_closed(reload, since):
+    """The monitor put the installed table back within the goal, said so, and the account's egress is shut."""
+    assert reload["altered"], "the injected rule never showed in the live table"
+    assert reload["restored_after"] is not None, "the live table did not become the installed one again in 10 s"
+    print(f"live table equal to the installed one {reload['restored_after']:.3f} s after the injection")
+    assert reload["restored_after"] <= RESTORE_GOAL, f"reloaded after {reload['restored_after']:.3f} s"
+    restored = json.loads(host(f"cat {STATE}").stdout)["restores"][-1]
+    assert (restored["action"], restored["rc"], restored["live_equals_installed"]) == ("restored", 0, True), restored
+    assert any(item.startswith("rule_added: chain output") for item in restored["repaired"]), restored
+    [entry] = breach_entries(since, RESTORE_MESSAGE_ID)
+    assert entry["ENCLAVE_RESTORE_LIVE_EQUALS_INSTALLED"] == "yes"
+    arrivals, packets = len(canary_arrivals()), drop_uid_packets()
+    blocked = as_user(f"timeout 2 bash -c 'exec 3<>/dev/tcp/{CANARY_ADDRESS}/443'", check=False)
+    assert blocked.returncode == 124, f"the service account's connection ended with rc {blocked.returncode}"
+    # The control: this machine's own connection reaches the canary and is logged.
+    with socket.create_connection((CANARY_ADDRESS, 8080), timeout=5) as sock:
+        control = sock.getsockname()[:2]
+    wait_until("the canary logged the control connection", lambda: len(canary_arrivals()) > arrivals, 5, 0.1)
+    new = canary_arrivals()[arrivals:]
+    assert [(item["sender"], item["sender_port"]) for item in new] == [control], new
+    assert drop_uid_packets() > packets, "the connection was not dropped by the enclave table"
 
 
 def run_playbook(tmp_path, *extra, settings=None):
@@ -293,8 +368,11 @@ def test_breach_stops_serving_with_evidence_until_cleared(monitor, name):
     wait_until("serving before the breach", serving_verified, 30)
     before, since = breaches_total(metrics(), kinds), time.time() - 1
     try:
-        host(inject)
+        # The accept rule is left for the monitor to take out; every other breach is undone at once.
+        reload = inject_and_time_the_reload(inject) if name == RESTORED_BY_MONITOR else host(inject)
         wait_until(f"{STANDIN_UNIT} stopped after '{name}'", lambda: standin_state() != "active", bound, interval=0.1)
+        if name == RESTORED_BY_MONITOR:
+            assert_reloaded_and_egress_closed(reload, since)
     finally:
         host(undo, check=False)
     assert host(f"test -e {GATE}", check=False).returncode != 0, "the gate stayed open"
@@ -314,14 +392,16 @@ def test_breach_stops_serving_with_evidence_until_cleared(monitor, name):
 
 
 def test_clear_is_refused_while_the_breach_lasts(monitor):
+    # A route, not a ruleset change: the monitor reloads an altered table itself.
+    inject, undo, _kinds, _bound = BREACHES["default route to the canary"]
     try:
-        host("nft 'chain inet enclave output { policy accept; }'")
+        host(inject)
         wait_until("stopped", lambda: standin_state() != "active", EVENT_BOUND, interval=0.1)
         run = host("enclave-isolation clear", check=False)
         assert run.returncode == 1
-        assert "still breached: chain_policy" in run.stdout
+        assert "still breached: default_route" in run.stdout
     finally:
-        host(RESTORE_FIREWALL)
+        host(undo)
     clear_and_resume()
 
 

@@ -56,6 +56,8 @@ def test_ENC_MN_003_settings_are_root_owned_and_name_canaries(host, settings):
     assert (config.user, config.group, config.mode) == ("root", "root", 0o644)
     assert settings["canaries"], "no canary"
     assert settings["alert_only"] is False
+    # A breach that alters the table also closes the egress it opened.
+    assert settings["restore_ruleset"] is True
 
 
 def test_ENC_MN_004_isolation_is_proven_and_the_gate_is_open(host, settings):
