@@ -401,13 +401,13 @@ def _egress_origins(zones, ingress, mirror, ntp_servers, dns_resolvers, egress_e
     for entry in firewall.mirror_egress(mirror, owner):
         uses = entry["reason"].removeprefix("offline mirror (").rstrip(")").split(", ")
         origins.append(" and ".join(f"enclave_mirror.{use}" for use in uses))
-    origins += [f"firewall_ntp_servers[{i}]" for i, _ in enumerate(firewall._as_list(ntp_servers))]
-    for index, _ in enumerate(firewall._as_list(dns_resolvers)):
+    origins += [f"firewall_ntp_servers[{i}]" for i in range(len(firewall._as_list(ntp_servers)))]
+    for index in range(len(firewall._as_list(dns_resolvers))):
         origins += [f"firewall_dns_resolvers[{index}]"] * 2
     members = firewall._as_list((zones or {}).get("cluster"))
-    for rule, _ in enumerate(firewall._as_list((ingress or {}).get("cluster"))):
+    for rule in range(len(firewall._as_list((ingress or {}).get("cluster")))):
         origins += [f"enclave_zones.cluster[{m}] (firewall_ingress.cluster[{rule}])" for m in range(len(members))]
-    origins += [f"firewall_egress_extra[{i}]" for i, _ in enumerate(firewall._as_list(egress_extra))]
+    origins += [f"firewall_egress_extra[{i}]" for i in range(len(firewall._as_list(egress_extra)))]
     return origins
 
 
@@ -415,7 +415,7 @@ def _ingress_origins(ingress):
     return [
         f"firewall_ingress.{zone}[{index}]"
         for zone in firewall.ZONES
-        for index, _ in enumerate(firewall._as_list((ingress or {}).get(zone)))
+        for index in range(len(firewall._as_list((ingress or {}).get(zone))))
     ]
 
 

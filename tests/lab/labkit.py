@@ -95,5 +95,11 @@ def canary_log() -> list[str]:
 
 def canary_arrivals() -> list[dict]:
     """Every arrival at the canary: at (UTC, ISO 8601), proto, address, port, sender, sender_port."""
-    out = podman("exec", CANARY, "cat", f"{CANARY_LOG}.jsonl").stdout
+    run = podman("exec", CANARY, "cat", f"{CANARY_LOG}.jsonl", check=False)
+    if run.returncode != 0:
+        raise AssertionError(
+            f"{CANARY} has no {CANARY_LOG}.jsonl ({run.stderr.strip()}): it runs an older lab/canary/listeners.py; "
+            f"restart it: lab/podman restart {CANARY}"
+        )
+    out = run.stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]

@@ -33,7 +33,7 @@ class Host:
         self.after = list(after)
         monkeypatch.setattr(lib, "load", self.load)
         monkeypatch.setattr(evidence, "send_journal", lambda fields, *a: self.journal.append(fields))
-        monkeypatch.setattr(evidence, "send_audit", lambda text: self.audit.append(text))
+        monkeypatch.setattr(evidence, "send_audit", self.audit.append)
         self.rc = rc
 
     def load(self, path, nft):
