@@ -8,9 +8,12 @@ time, beside an active and an expired waiver, a signing key and a host that
 does not answer. Each drift is a change an operator could make by hand on a
 production host; from that one run, each drift must have failed exactly its
 controls, and each failed control's evidence must show its own drift and no
-other. Then the drifts are undone, the file-integrity baseline (which rightly
-saw the changes) is written again as a converge would, and the host must be
-as the baseline audit found it.
+other. A hardening run over the drifts before that audit must stop without
+touching the host, with AIDE's report archived, and the audit after it still
+fail ENC-OS-022; a run with that report acknowledged writes the baseline and
+installs the pending security update. Then the drifts are undone, the
+file-integrity baseline (which rightly saw the changes) is written again as a
+converge would, and the host must be as the baseline audit found it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from labkit import AIDE_REBASELINE, ENCLAVE_HOST, REPO, lab_host_vars, podman, run_playbook
+from labkit import AIDE_REBASELINE, ENCLAVE_HOST, REPO, lab_host_vars, play_recap, podman, run_playbook
 
 # Where CI keeps the lab's evidence bundle as a build artefact.
 EXPORT = os.environ.get("ENCLAVE_EVIDENCE_EXPORT", str(REPO / "build" / "evidence"))
@@ -203,6 +206,8 @@ def failure_text(control: dict) -> str:
 
 
 MODEL_FILE = "$(readlink -f /srv/models/tiny-r1/current)/config.json"
+PENDING_UPDATE = "a security update pending (a library downgraded)"
+ACK_REASON = "lab drift test: changes made by tests/lab/test_audit.py"
 # ENC-OS-022 (AIDE) is the one control two drifts share: a single AIDE check
 # reports every file changed since the baseline, so both drifts that change a
 # file fail it, and no file drift can avoid it. There the evidence decides: the
@@ -246,6 +251,19 @@ DRIFTS = [
         marker=r"accept_redirects\W+1\b",
     ),
     Drift(
+        PENDING_UPDATE,
+        # The newest libexpat1 of the point release (no -security source):
+        # the converged host has the security version, so one is pending again.
+        apply="v=$(apt-cache madison libexpat1 | awk -F' *[|] *' '$3 !~ /-security/ {print $2; exit}') && "
+        "DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --allow-downgrades libexpat1=$v >/dev/null",
+        # The acknowledged hardening run installs the update itself (and
+        # checks it did); this only brings the lab back if that run did not.
+        undo="DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --only-upgrade libexpat1 >/dev/null",
+        controls={"ENC-OS-015", "ENC-OS-022"},
+        # The test names the package; AIDE the library's files.
+        marker=r"\blibexpat1\b|/libexpat\.so",
+    ),
+    Drift(
         "an nftables table added beside the enclave's",
         apply="nft add table inet enclave_drift && "
         "nft add chain inet enclave_drift output '{ type filter hook output priority 10; policy accept; }'",
@@ -256,6 +274,7 @@ DRIFTS = [
 ]
 
 GHOST = "enclave-lab-ghost"
+ARCHIVE = "/var/lib/enclave/aide-reports"
 WAIVED = "ENC-OS-020"
 EXPIRED = "ENC-OS-021"
 WAIVERS = (
@@ -316,6 +335,13 @@ class DriftedAudit:
     left_off: dict[str, str]
     signing_home: Path
     undo_failures: list[str]
+    # The hardening run before the audit, over the drifts (refused), and the
+    # one after it with that report acknowledged (and the updates area).
+    refused: subprocess.CompletedProcess | None = None
+    acknowledged: subprocess.CompletedProcess | None = None
+    report_id: str | None = None
+    # What the host held right after the acknowledged run.
+    after_ack: dict[str, str] = field(default_factory=dict)
 
     def drifts_shown_in(self, control_id: str) -> set[str]:
         text = failure_text(self.audit.controls[control_id])
@@ -343,10 +369,16 @@ def drifted_audit(tmp_path_factory, baseline_audit) -> DriftedAudit:
     # Listed before it is applied, so a drift that fails half-way is undone too.
     touched: list[Drift] = []
     undo_failures: list[str] = []
+    result = DriftedAudit(None, applied, left_off, home, undo_failures)
     try:
         for drift in applied:
             touched.append(drift)
             on_host(drift.apply)
+        # A converge over the drifts must keep AIDE's evidence: it stops before
+        # changing anything, with the report archived.
+        result.refused = run_playbook("playbooks/hardening.yml", "--tags", "os_hardening_aide")
+        found = re.search(r"\(report ([0-9a-f]{12})\)", result.refused.stdout)
+        result.report_id = found.group(1) if found else None
         audit = run_audit(
             work / "evidence",
             "-i",
@@ -358,14 +390,39 @@ def drifted_audit(tmp_path_factory, baseline_audit) -> DriftedAudit:
             "-e",
             f"enclave_audit_gnupghome={home}",
         )
+        result.audit = audit
+        if result.report_id:
+            # The operator's acknowledgement of that report lets the run write
+            # the baseline; the same run installs the pending security update.
+            result.acknowledged = run_playbook(
+                "playbooks/hardening.yml",
+                "--tags",
+                "os_hardening_aide,os_hardening_updates",
+                "-e",
+                f"os_hardening_aide_acknowledge='{result.report_id} {ACK_REASON}'",
+            )
+            result.after_ack = {
+                "aide": str(on_host("aide --check --config /etc/aide/aide.conf >/dev/null", check=False).returncode),
+                "libexpat1": on_host("dpkg-query -W -f='${Version}' libexpat1").stdout,
+                "archive": on_host(
+                    f"stat -c '%a %U %n' {ARCHIVE}/*-{result.report_id}.txt {ARCHIVE}/*-{result.report_id}.txt.ack; "
+                    f"cat {ARCHIVE}/*-{result.report_id}.txt.ack",
+                    check=False,
+                ).stdout,
+                "journal": on_host(
+                    f"journalctl -q -o cat -t enclave-aide | grep -F {result.report_id}", check=False
+                ).stdout,
+            }
     finally:
         for drift in reversed(touched):
             undo = on_host(drift.undo, check=False)
             if undo.returncode != 0:
                 undo_failures.append(f"{drift}: exit {undo.returncode}: {undo.stderr.strip()}")
         on_host(AIDE_REBASELINE)
+        if result.report_id:
+            on_host(f"rm -f {ARCHIVE}/*-{result.report_id}.txt {ARCHIVE}/*-{result.report_id}.txt.ack", check=False)
     audit.host_state = host_state()
-    return DriftedAudit(audit, applied, left_off, home, undo_failures)
+    return result
 
 
 @pytest.mark.parametrize("drift", DRIFTS, ids=str)
@@ -425,6 +482,42 @@ def test_waivers_signing_and_an_unreachable_host_in_one_fleet_run(drifted_audit,
     shutil.copytree(audit.bundle, forged)
     (forged / "SHA256SUMS").write_text((forged / "SHA256SUMS").read_text() + "0" * 64 + "  forged\n")
     assert gpg_verify(drifted_audit.signing_home, forged).returncode != 0, "a changed SHA256SUMS still verified"
+
+
+def test_a_converge_over_the_drifts_keeps_the_aide_evidence(drifted_audit):
+    """The run stopped before changing anything, the report archived root-only;
+    the audit after it still failed ENC-OS-022 with every file drift in its
+    evidence (test_drift_fails_exactly_the_affected_controls)."""
+    refused = drifted_audit.refused
+    assert refused is not None
+    assert refused.returncode != 0, "a converge ran over unexplained AIDE changes"
+    output = refused.stdout[-6000:] + refused.stderr[-2000:]
+    assert drifted_audit.report_id, f"the refusal names no report id:\n{output}"
+    assert "the baseline is kept" in refused.stdout, output
+    assert "os_hardening_aide_acknowledge=" in refused.stdout, output
+    recap = play_recap(refused.stdout)[ENCLAVE_HOST]
+    # The one change: the report archived.
+    assert (recap["changed"], recap["failed"]) == (1, 1), recap
+    assert drifted_audit.audit.controls["ENC-OS-022"]["status"] == "failed"
+    archive = drifted_audit.after_ack["archive"].splitlines()
+    assert archive[0].startswith("600 root "), archive
+    assert archive[0].endswith(f"-{drifted_audit.report_id}.txt"), archive
+
+
+def test_the_acknowledged_report_lets_the_converge_rebaseline_and_apply_the_update(drifted_audit, baseline_audit):
+    acknowledged = drifted_audit.acknowledged
+    assert acknowledged is not None, "no acknowledged run (the refusal named no report)"
+    assert acknowledged.returncode == 0, acknowledged.stdout[-6000:] + acknowledged.stderr[-2000:]
+    after = drifted_audit.after_ack
+    assert after["aide"] == "0", "the acknowledged run left the host different from its baseline"
+    wanted = baseline_audit.evidence["facts"]["packages"]["libexpat1"]
+    assert after["libexpat1"] == wanted, f"the converge did not install the pending security update: {after}"
+    archive = after["archive"].splitlines()
+    assert archive[1].startswith("600 root "), archive
+    assert archive[1].endswith(".txt.ack"), archive
+    assert f"AIDE report {drifted_audit.report_id}" in after["archive"], archive
+    assert ACK_REASON in after["archive"], archive
+    assert ACK_REASON in after["journal"], "the acknowledgement is not in the journal"
 
 
 def test_every_drift_is_undone_and_the_host_is_as_the_baseline_audit_found_it(drifted_audit, baseline_audit):
