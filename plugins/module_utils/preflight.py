@@ -395,27 +395,30 @@ def probe_problems(results, hostname):
     return problems
 
 
+def _indexed(name, value):
+    """``name[0]``, ``name[1]``, ... for each entry of an inventory list (or a single value)."""
+    return [f"{name}[{index}]" for index in range(len(firewall._as_list(value)))]
+
+
 def _egress_origins(zones, ingress, mirror, ntp_servers, dns_resolvers, egress_extra, owner):
     """The variable behind each entry of ``build_policy``'s egress list, in its order."""
     origins = []
     for entry in firewall.mirror_egress(mirror, owner):
         uses = entry["reason"].removeprefix("offline mirror (").rstrip(")").split(", ")
         origins.append(" and ".join(f"enclave_mirror.{use}" for use in uses))
-    origins += [f"firewall_ntp_servers[{i}]" for i in range(len(firewall._as_list(ntp_servers)))]
-    for index in range(len(firewall._as_list(dns_resolvers))):
-        origins += [f"firewall_dns_resolvers[{index}]"] * 2
-    members = firewall._as_list((zones or {}).get("cluster"))
-    for rule in range(len(firewall._as_list((ingress or {}).get("cluster")))):
-        origins += [f"enclave_zones.cluster[{m}] (firewall_ingress.cluster[{rule}])" for m in range(len(members))]
-    origins += [f"firewall_egress_extra[{i}]" for i in range(len(firewall._as_list(egress_extra)))]
+    origins += _indexed("firewall_ntp_servers", ntp_servers)
+    for resolver in _indexed("firewall_dns_resolvers", dns_resolvers):
+        origins += [resolver] * 2
+    members = _indexed("enclave_zones.cluster", (zones or {}).get("cluster"))
+    for rule in _indexed("firewall_ingress.cluster", (ingress or {}).get("cluster")):
+        origins += [f"{member} ({rule})" for member in members]
+    origins += _indexed("firewall_egress_extra", egress_extra)
     return origins
 
 
 def _ingress_origins(ingress):
     return [
-        f"firewall_ingress.{zone}[{index}]"
-        for zone in firewall.ZONES
-        for index in range(len(firewall._as_list((ingress or {}).get(zone))))
+        origin for zone in firewall.ZONES for origin in _indexed(f"firewall_ingress.{zone}", (ingress or {}).get(zone))
     ]
 
 
