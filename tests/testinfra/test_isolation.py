@@ -200,11 +200,15 @@ def test_ENC_FW_003_denied_users_reach_nothing_not_even_the_mirror(request, host
     users = enclave_vars.get("firewall_deny_egress_users") or []
     if not users:
         pytest.skip("the inventory denies no user egress")
-    as_root = _egress_probe(request, host, targets=[{**mirror_control, "expect": "open"}])["probes"][0]
+    # One probe run (a module start costs seconds on an emulated host): root
+    # first, the control that must connect, then each denied user.
+    targets = [{**mirror_control, "expect": "open"}] + [
+        {**mirror_control, "name": f"mirror apt as {user}", "as_user": user, "expect": "blocked", "counter": "drop_uid"}
+        for user in users
+    ]
+    as_root, *as_users = _egress_probe(request, host, targets=targets, fail_on_mismatch=False)["probes"]
     assert as_root["verdict"] == "connected", as_root
-    for user in users:
-        target = {**mirror_control, "expect": "blocked", "counter": "drop_uid"}
-        (as_user,) = _egress_probe(request, host, as_user=user, targets=[target], fail_on_mismatch=False)["probes"]
+    for user, as_user in zip(users, as_users, strict=True):
         assert as_user["reachable"] is False, as_user
         assert (as_user["counter_delta"] or 0) > 0, f"{user}: drop_uid did not move"
 
