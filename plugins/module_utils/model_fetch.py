@@ -390,7 +390,7 @@ def _transfer(source, url, partial, final, size, offset, counters, max_attempts)
                         if written > size:
                             raise FetchError(
                                 f"{url} sent more than the {size} bytes the manifest lists: the mirror's file "
-                                "does not match its manifest; publish the revision again (playbooks/mirror.yml)"
+                                "does not match its manifest; publish the revision again (playbooks/publish_model.yml)"
                             )
                         out.write(chunk)
                         counters.add(len(chunk))
@@ -406,7 +406,7 @@ def _transfer(source, url, partial, final, size, offset, counters, max_attempts)
         except FileNotFoundError:
             raise FetchError(
                 f"{url} is missing on the mirror (404) although the manifest lists it: the mirror's copy of the "
-                "revision is incomplete; publish it again (playbooks/mirror.yml)"
+                "revision is incomplete; publish it again (playbooks/publish_model.yml)"
             ) from None
         except FetchError as exc:
             if attempt >= max_attempts or "off the mirror host" in str(exc) or "more than" in str(exc):

@@ -192,7 +192,7 @@ def read_mirror_manifest(module, source, base, result):
     except FileNotFoundError:
         module.fail_json(
             msg=f"{manifest_url} is missing: the mirror has no manifest for {params['name']} at revision "
-            f"{params['revision']}. Publish the revision with playbooks/mirror.yml, or check the model profile "
+            f"{params['revision']}. Publish the revision with playbooks/publish_model.yml, or check the model profile "
             "and enclave_model_revision.",
             **result,
         )

@@ -1,4 +1,4 @@
-"""playbooks/mirror.yml on this machine, downloading from the publisher fixture on 127.0.0.1.
+"""playbooks/publish_model.yml on this machine, downloading from the publisher fixture on 127.0.0.1.
 
 A small model folder (two LFS shards, a config) is served by
 tests/fixtures/publisher as ``enclave-test/Tiny-Model`` at its content-derived
@@ -67,7 +67,7 @@ def publish(tmp_path, endpoint, revision, gnupg):
     }
     (tmp_path / "vars.json").write_text(json.dumps(variables))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    command = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "mirror.yml")]
+    command = [ansible_bin("ansible-playbook"), "-i", str(inventory), str(REPO / "playbooks" / "publish_model.yml")]
     return subprocess.run(
         [*command, "-e", f"@{tmp_path / 'vars.json'}"],
         cwd=REPO,

@@ -244,7 +244,7 @@ def refused(tmp_path, mirror, store, revision, *fragments, root=None, playbook="
 
 
 def test_a_missing_manifest_is_refused(installed, mirror, store, tmp_path):
-    refused(tmp_path, mirror, store, BAD["no_manifest"], "manifest.json is missing", "playbooks/mirror.yml")
+    refused(tmp_path, mirror, store, BAD["no_manifest"], "manifest.json is missing", "playbooks/publish_model.yml")
     assert not (store / ".staging" / NAME / BAD["no_manifest"]).exists()
 
 
