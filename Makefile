@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONWARNINGS := ignore:DSA is deprecated:UserWarning
 COLLECTION_LINK := .collections/ansible_collections/enclave/llm
 
-.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy audit controls-doc test check lint unit integration molecule build-collection
+.PHONY: deps lab lab-up lab-destroy lab-purge lab-vm lab-vm-destroy audit controls-doc role-docs test check lint unit integration molecule build-collection
 
 deps: $(VENV)/.installed $(COLLECTION_LINK)
 	@lab/install-deps
@@ -60,6 +60,10 @@ audit: deps
 controls-doc: deps
 	PYTHONPATH=.collections python3 -m ansible_collections.enclave.llm.plugins.module_utils.control_catalogue \
 		docs/controls.yml > docs/controls.md
+
+# Each role's variable table in its README.md, from meta/argument_specs.yml.
+role-docs: deps
+	python3 tests/role_readmes.py
 
 test: deps
 	tests/run-stages
