@@ -3,6 +3,7 @@
 """Filters used by the firewall role; the logic lives in module_utils/firewall.py.
 
 ``enclave.llm.firewall_policy``   enclave_zones | firewall_policy(ingress=..., mirror=..., ...) -> policy dict
+``enclave.llm.firewall_allowlisted``  policy -> every network the policy allows (zones and egress destinations)
 ``enclave.llm.ssh_session``       SSH_CONNECTION -> {client, port} ('' when absent)
 """
 
@@ -26,5 +27,6 @@ class FilterModule:
     def filters(self):
         return {
             "firewall_policy": firewall_policy,
+            "firewall_allowlisted": lib.allowlisted,
             "ssh_session": lib.ssh_session,
         }

@@ -167,6 +167,21 @@ def build_policy(
     return policy
 
 
+def allowlisted(policy):
+    """Every network or address the policy lets the host reach or be reached from, in the policy's order.
+
+    The zones' members and every egress destination (the mirror's addresses
+    from all its URLs, NTP, DNS, the cluster, the extra entries): the places
+    a canary must never be, since a probe to them would pass through the
+    firewall by design.
+    """
+    found = []
+    for zone in ZONES:
+        found += _as_list((policy.get("zones") or {}).get(zone))
+    found += [entry["destination"] for entry in policy.get("egress") or []]
+    return list(dict.fromkeys(str(item) for item in found))
+
+
 def ssh_session(ssh_connection):
     """``{client, port}`` from SSH_CONNECTION (``client cport server sport``); empty strings when absent."""
     fields = str(ssh_connection or "").split()

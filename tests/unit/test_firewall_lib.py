@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,65 @@ def test_unknown_ingress_zone_is_refused():
 )
 def test_ssh_session(value, expected):
     assert lib.ssh_session(value) == expected
+
+
+def test_allowlisted_names_every_mirror_host_zone_and_egress_destination():
+    mirror = {
+        "host": "198.51.100.10",
+        "apt_url": "http://198.51.100.10:3142/debian",
+        "pip_index_url": "https://198.51.100.11/wheels/",
+        "models_url": "https://198.51.100.12/models/",
+        "registry": "198.51.100.13:5000",
+    }
+    zones = {"admin": ["192.0.2.0/28"], "clinical": ["203.0.113.0/24"], "cluster": ["198.51.100.40"]}
+    policy = lib.build_policy(
+        zones,
+        ingress={"cluster": [{"proto": "tcp", "ports": [29500]}]},
+        mirror=mirror,
+        ntp_servers=["192.0.2.123"],
+        dns_resolvers=["192.0.2.53"],
+        egress_extra=[
+            {"destination": "192.0.2.77/32", "proto": "tcp", "ports": [6514], "owner": "soc", "reason": "SIEM"}
+        ],
+    )
+    found = lib.allowlisted(policy)
+    # A mirror URL on another host than enclave_mirror.host is allowed too: a
+    # canary there would pass the firewall by design.
+    assert set(found) == {
+        "192.0.2.0/28",
+        "203.0.113.0/24",
+        "198.51.100.40",
+        "198.51.100.10",
+        "198.51.100.11",
+        "198.51.100.12",
+        "198.51.100.13",
+        "192.0.2.123",
+        "192.0.2.53",
+        "192.0.2.77/32",
+    }
+    assert len(found) == len(set(found))
+
+
+# The derived facts that have one function each; a role that spells one out
+# again in Jinja drifts from it (the monitor's allowlist once missed the
+# mirror's hosts other than enclave_mirror.host).
+REDERIVED = {
+    r"split\('/'\)\s*\|\s*last\s*\|\s*lower": "the model's folder name: use enclave.llm.model_folder_name",
+    r"enclave_zones\.(admin|clinical|cluster)[^\n]*\+": "the allowlist: use enclave.llm.firewall_allowlisted",
+    r"enclave_mirror\.host\s*\]": "the allowlist: use enclave.llm.firewall_allowlisted",
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        path
+        for pattern in ("*/defaults/main.yml", "*/vars/main.yml", "*/meta/argument_specs.yml")
+        for path in (REPO / "roles").glob(pattern)
+    ),
+    ids=lambda path: str(path.relative_to(REPO / "roles")),
+)
+def test_no_role_derives_the_allowlist_or_the_model_folder_again(path):
+    text = path.read_text()
+    found = [why for pattern, why in REDERIVED.items() if re.search(pattern, text)]
+    assert found == []
