@@ -1,0 +1,92 @@
+"""The commands the roles give Ansible's ``validate:`` for files that have no
+checker of their own, run here on good and bad candidates: each must pass the
+good one and refuse the bad one, naming the fault.
+
+They run on this machine's own tools (systemd-analyze, apt-config, /proc/sys);
+the converge runs them on the host.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+
+
+def validator(role, name, **jinja):
+    command = yaml.safe_load((ROLES / role / "vars" / "main.yml").read_text())[name]
+    for key, value in jinja.items():
+        command = command.replace("{{ " + key + " }}", value)
+    assert "{{" not in command, command
+    return command
+
+
+def run(command, path):
+    """As Ansible runs it: the path put in for %s, split like a shell would, no shell."""
+    argv = shlex.split(command % path)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    return done.returncode, done.stdout + done.stderr
+
+
+def needs(tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed here")
+
+
+def test_a_sysctl_file_with_a_key_this_kernel_lacks_is_refused(tmp_path):
+    command = validator("os_hardening", "__os_hardening_sysctl_check")
+    good, bad, empty = tmp_path / "good.conf", tmp_path / "bad.conf", tmp_path / "empty.conf"
+    good.write_text("# comment\n; comment\n\nkernel.ostype = Linux\n")
+    bad.write_text("kernel.ostype = Linux\nnet.ipv4.no_such_key = 1\n")
+    empty.write_text("kernel.ostype =\n")
+    assert run(command, good) == (0, "")
+    rc, said = run(command, bad)
+    assert rc != 0
+    assert "net.ipv4.no_such_key: no such sysctl on this kernel" in said
+    assert run(command, empty)[0] != 0
+
+
+@pytest.mark.parametrize(
+    ("role", "name", "unit_var", "unit"),
+    [
+        (
+            "isolation_monitor",
+            "__isolation_monitor_unit_check",
+            "__isolation_monitor_service",
+            "enclave-isolation-monitor.service",
+        ),
+        ("nvidia_gpu", "__nvidia_gpu_unit_check", "__nvidia_gpu_cdi_fallback_unit", "enclave-nvidia-cdi.service"),
+    ],
+)
+def test_a_unit_that_systemd_would_reject_is_refused(tmp_path, role, name, unit_var, unit):
+    needs("systemd-analyze")
+    command = validator(role, name, **{unit_var: unit})
+    good, bad = tmp_path / "candidate", tmp_path / "broken"
+    good.write_text("[Unit]\nDescription=good\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    bad.write_text("[Unit]\nDescription=bad\n\n[Service]\nExecStart=/nonexistent/program\n")
+    rc, said = run(command, good)
+    assert rc == 0, said
+    rc, said = run(command, bad)
+    assert rc != 0
+    assert "/nonexistent/program is not executable" in said
+    # Judged under the unit's own name, whatever the candidate's file is called.
+    assert unit in said
+
+
+def test_an_apt_configuration_with_a_syntax_error_is_refused(tmp_path):
+    needs("apt-config")
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text('Unattended-Upgrade::Automatic-Reboot "false";\n')
+    bad.write_text('Unattended-Upgrade::Automatic-Reboot "false"\n')
+    task = yaml.safe_load((ROLES / "os_hardening" / "tasks" / "updates.yml").read_text())[0]
+    command = task["ansible.builtin.template"]["validate"]
+    assert run(command, good)[0] == 0
+    rc, said = run(command, bad)
+    assert rc != 0
+    assert "Syntax error" in said
