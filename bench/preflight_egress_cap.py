@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,15 +45,12 @@ def refuse_once(extra_vars: Path) -> dict:
         "-e",
         f"@{extra_vars}",
     ]
-    started = time.monotonic()
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
-    wall = time.monotonic() - started
     seconds, max_kib = run.stderr.strip().splitlines()[-1].split()
     message = next((line.strip() for line in run.stdout.splitlines() if "firewall_egress_extra" in line), "")
     return {
         "rc": run.returncode,
         "seconds": float(seconds),
-        "wall": wall,
         "max_rss_mib": int(max_kib) / 1024,
         "refused": run.returncode != 0 and bool(message),
         "message": message[:300],

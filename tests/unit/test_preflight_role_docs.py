@@ -20,12 +20,8 @@ ROLES_DIR = role_readmes.ROLES_DIR
 ROLES = role_readmes.roles()
 
 
-def _spec_options(role):
-    return role_readmes.spec_options(role)
-
-
-def _flatten(options, prefix=""):
-    return role_readmes.flatten(options, prefix)
+_spec_options = role_readmes.spec_options
+_flatten = role_readmes.flatten
 
 
 @pytest.mark.parametrize("role", ROLES)
