@@ -56,6 +56,10 @@ CONFIG_PATH = "/etc/enclave/isolation-monitor.json"
 BREACH_FILE = "isolation-breach.json"
 SYSTEMCTL = "/usr/bin/systemctl"
 BLOCKED = ("rejected", "timeout", "unreachable")
+# A listing of the table that outlasts nft's usual bound is tried once more
+# with this one: a host busy booting (or an emulated one) can be that slow,
+# and a slow listing proves nothing either way.
+SLOW_LIST_TIMEOUT = 30
 
 
 def _stop_on_sigterm(_signum, _frame):
@@ -189,7 +193,10 @@ class Monitor:
         table = self.config["table"]
         where = f"table {table['family']} {table['name']}"
         try:
-            live, error = nft.list_table(table["family"], table["name"])
+            try:
+                live, error = nft.list_table(table["family"], table["name"])
+            except subprocess.TimeoutExpired:
+                live, error = nft.list_table(table["family"], table["name"], timeout=SLOW_LIST_TIMEOUT)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return [breach("probe_error", where, f"cannot list the table: {exc}")], None
         if error:

@@ -146,9 +146,9 @@ def _run(argv, timeout=10):
     )
 
 
-def list_table(family, name, nft=NFT):
+def list_table(family, name, nft=NFT, timeout=10):
     """``(objects, None)`` for the live table, ``(None, None)`` when it is missing, ``(None, error)`` otherwise."""
-    run = _run([nft, "-j", "list", "table", family, name])
+    run = _run([nft, "-j", "list", "table", family, name], timeout=timeout)
     if run.returncode != 0:
         message = (run.stderr or run.stdout).strip()
         if "No such file or directory" in message:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import types
 
 import pytest
@@ -57,6 +58,7 @@ class World:
         self.live = copy.deepcopy(TABLE)
         self.installed = copy.deepcopy(TABLE)
         self.table_error = None
+        self.slow_listings, self.list_timeouts = 0, []
         self.links, self.routes = ["lo", "eth0"], [{"dev": "eth0", "gateway": "192.0.2.1", "table": "main"}]
         # The verdict of a canary probe from each place; a dict is returned as the whole result.
         self.verdicts = {"host": "timeout", "user": "timeout", "container": "timeout", "own": "timeout"}
@@ -80,7 +82,11 @@ class World:
         ):
             monkeypatch.setattr(module, name, fake)
 
-    def list_table(self, family, name):
+    def list_table(self, family, name, timeout=None):
+        self.list_timeouts.append(timeout)
+        if self.slow_listings:
+            self.slow_listings -= 1
+            raise subprocess.TimeoutExpired(["nft"], timeout or 10)
         if self.table_error:
             return None, self.table_error
         return (None if self.live is None else copy.deepcopy(self.live)), None
@@ -283,6 +289,17 @@ def test_a_fast_check_finds_table_and_network_breaches(monitor, world, change, k
     found = monitor.cycle(full=False)
     assert kind in [item["kind"] for item in found]
     assert monitor.units.stops == 1
+
+
+def test_a_listing_that_outlasts_its_bound_is_tried_once_more_before_it_counts(monitor, world):
+    world.slow_listings = 1
+    assert monitor.cycle(full=False) == []
+    assert world.list_timeouts == [None, monitor_lib.SLOW_LIST_TIMEOUT]
+    world.slow_listings = 2
+    (found,) = monitor.cycle(full=False)
+    assert found["kind"] == "probe_error"
+    assert "timed out" in found["detail"]
+    assert not monitor.gate_open()
 
 
 def test_an_injected_rule_is_reloaded_away_and_recorded(monitor, world):
