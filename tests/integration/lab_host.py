@@ -156,8 +156,12 @@ def ssh_command(address, connect_timeout=2):
     ]
 
 
-def wait_for_ssh(name, address, seconds=30):
-    """Wait until the lab key logs in to ``address`` as the admin user."""
+def wait_for_ssh(name, address, seconds=60):
+    """Wait until the lab key logs in to ``address`` as the admin user.
+
+    A fresh container on a loaded 2-core machine has at times needed more
+    than 30 s before its sshd let the key in.
+    """
     ssh = ssh_command(address)
     wait_until(
         f"cannot log in to {name} at {address} over SSH",
@@ -215,14 +219,13 @@ def lab_target(tmp_path_factory, name, address, label, run_args=()):
         )
         wait_for_ssh(name, address)
 
-        # The lab inventory's group_vars, with this container as the only host.
+        # The lab inventory's group_vars, with this container as the only host;
+        # its ingress listens on its own address (the lab's clinical address
+        # belongs to the lab's enclave host, and the preflight checks it).
         inventory = tmp_path_factory.mktemp("inventory")
         (inventory / "group_vars").symlink_to(REPO / "inventories" / "lab" / "group_vars")
-        hosts = {
-            "llm_servers": {
-                "hosts": {name: {"ansible_host": address, "ansible_ssh_private_key_file": str(LAB_SSH_KEY)}}
-            }
-        }
+        own = {"ansible_host": address, "ansible_ssh_private_key_file": str(LAB_SSH_KEY)}
+        hosts = {"llm_servers": {"hosts": {name: {**own, "ingress_listen_address": address}}}}
         (inventory / "hosts.yml").write_text("---\n" + yaml.safe_dump(hosts, sort_keys=False))
         yield Target(name, address, inventory, tmp_path_factory.mktemp("ssh-cp"))
     finally:
