@@ -32,6 +32,7 @@ VARIABLES = {
     "probe_timeout": "isolation_monitor_probe_timeout",
     "container": "isolation_monitor_container",
     "known_containers": "the vLLM role's container name",
+    "host_interfaces": "the host's interfaces",
     "service_user": "isolation_monitor_service_user",
     "vllm_unit": "isolation_monitor_vllm_unit",
     "ingress_units": "isolation_monitor_ingress_units",
@@ -56,6 +57,7 @@ DEFAULTS = {
     "vllm_unit": "vllm.service",
     "container": "vllm",
     "known_containers": [],
+    "host_interfaces": [],
     "ingress_units": [],
     "gate_file": "/run/enclave/isolation-verified",
     "state_dir": "/var/lib/enclave",
@@ -80,6 +82,7 @@ SYSLOG_PROTOS = ("udp", "tcp")
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@\\-]+\.(service|socket|target)$")
 _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
+_GLOB = re.compile(r"[*?\[]")
 _COUNTER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -174,6 +177,30 @@ def _container_problems(config):
     return []
 
 
+def _host_interface_problems(interfaces, host_interfaces):
+    """Names the host lacks, and the host's interfaces the list leaves out.
+
+    ``host_interfaces`` is what the host has now (validation only, never
+    installed). An interface left out is a breach at the monitor's first
+    check, which stops serving: refused here, naming it, instead.
+    """
+    problems = []
+    have = sorted(str(name) for name in host_interfaces)
+    absent = [item for item in interfaces if not _GLOB.search(item) and item not in have]
+    if absent:
+        problems.append(
+            f"{_var('interfaces')} names {', '.join(absent)}, which this host does not have "
+            f"(it has {', '.join(have)}): correct the name."
+        )
+    left_out = [name for name in have if not any(fnmatch.fnmatchcase(name, item) for item in interfaces)]
+    if left_out:
+        problems.append(
+            f"{_var('interfaces')} leaves out {', '.join(left_out)} of this host's interfaces: the monitor's "
+            "first check would call each a breach and stop serving. Add them (or a pattern such as eth*)."
+        )
+    return problems
+
+
 def _network_problems(config):
     problems = []
     interfaces = config.get("interfaces")
@@ -184,6 +211,8 @@ def _network_problems(config):
         )
     elif any(not isinstance(item, str) or not _INTERFACE.match(item) for item in interfaces):
         problems.append(f"{_var('interfaces')}: {interfaces!r} must be interface names or patterns such as eth*.")
+    elif config.get("host_interfaces"):
+        problems += _host_interface_problems(interfaces, config["host_interfaces"])
     routes = config.get("default_routes")
     if not isinstance(routes, list):
         problems.append(f"{_var('default_routes')} must be a list of {{dev, gateway}}.")

@@ -91,6 +91,25 @@ def test_the_known_container_passes_and_none_known_leaves_it_unchecked():
     assert problems(container="enclave-vllm", known_containers=[]) == []
 
 
+def test_an_interface_the_host_lacks_is_refused_by_name():
+    found = problems(interfaces=["lo", "eth0", "eth9"], host_interfaces=["eth0", "lo"])
+    assert found == [
+        "isolation_monitor_interfaces names eth9, which this host does not have (it has eth0, lo): correct the name."
+    ]
+
+
+def test_a_host_interface_left_out_is_refused_before_it_becomes_a_breach():
+    found = problems(interfaces=["lo", "ens1"], host_interfaces=["ens1", "eth0", "lo"], default_routes=[])
+    assert len(found) == 1
+    assert "leaves out eth0 of this host's interfaces" in found[0]
+    assert "stop serving" in found[0]
+
+
+def test_patterns_cover_the_host_and_need_not_match_now():
+    assert problems(interfaces=["lo", "eth*", "wg*"], host_interfaces=["eth0", "eth1", "lo"]) == []
+    assert problems(interfaces=["lo", "eth0"], host_interfaces=[]) == []
+
+
 def test_every_problem_is_reported_at_once():
     assert len(problems(canaries=[], interfaces=[], vllm_unit="x")) == 3
 
