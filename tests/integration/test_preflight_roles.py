@@ -171,7 +171,8 @@ def test_every_roles_bad_settings_are_refused_in_the_preflight(target, tmp_path)
     cases = role_cases()
     assert len(cases) >= 15
     before = target.state_digest()
-    result = run_role_checks(target, tmp_path, {CONTROL: {}, **{name: extra for name, (extra, _) in cases.items()}})
+    settings = {name: extra for name, (extra, _fragments) in cases.items()}
+    result = run_role_checks(target, tmp_path, {CONTROL: {}, **settings})
     after = target.state_digest()
     output = result.stdout + result.stderr
     tail = output[-4000:]
@@ -197,6 +198,6 @@ def test_every_roles_bad_settings_are_refused_in_the_preflight(target, tmp_path)
     assert not wrong, "\n".join(wrong)
 
     assert "BEGIN PRIVATE KEY" not in output, "a private key reached the output"
-    keys = {BASE["vllm_api_key"]} | {extra["vllm_api_key"] for extra, _ in cases.values() if "vllm_api_key" in extra}
+    keys = {BASE["vllm_api_key"]} | {extra["vllm_api_key"] for extra in settings.values() if "vllm_api_key" in extra}
     assert not [key for key in keys if key in output], "vLLM's API key reached the output"
     assert before == after, "the role checks changed the host"
