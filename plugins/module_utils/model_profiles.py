@@ -119,8 +119,12 @@ def host_problems(name, extra, gpu_facts):
     facts = gpu_facts or {}
     if facts.get("gpus"):
         return nvidia_gpu.profile_fits(profile, facts["gpus"])
-    nodes = profile.get("nodes") or 1
-    per_node = profile["gpu_count"] // nodes
+    # Before a driver answers only the PCI bus can be counted; the profile's
+    # own arithmetic holds whatever the host has.
+    problems, numbers = nvidia_gpu.profile_shape(profile)
+    if problems or numbers is None:
+        return problems
+    per_node = numbers["per_node"]
     on_bus = (facts.get("pci") or {}).get("gpu_count", 0)
     if on_bus >= per_node:
         return []

@@ -540,6 +540,35 @@ def _describe(gpus):
     return f"{len(gpus)} {noun}: {parts}"
 
 
+def profile_shape(profile):
+    """``(problems, numbers)`` of a profile's own arithmetic, whatever the host holds.
+
+    ``numbers`` holds ``gpu_count``, ``memory``, ``nodes`` and ``per_node``
+    (None when the problems make them meaningless): tensor x pipeline must be
+    the GPU count, and the count must divide evenly over the nodes.
+    """
+    name = (profile or {}).get("name", "the model profile")
+    try:
+        gpu_count = _count(profile.get("gpu_count"), f"profile {name}: gpu_count")
+        memory = _count(profile.get("gpu_memory_mib_min"), f"profile {name}: gpu_memory_mib_min")
+        tensor = _count(profile.get("tensor_parallel", gpu_count), f"profile {name}: tensor_parallel")
+        pipeline = _count(profile.get("pipeline_parallel", 1), f"profile {name}: pipeline_parallel")
+        nodes = _count(profile.get("nodes", 1), f"profile {name}: nodes")
+    except (AttributeError, ValueError) as exc:
+        return [str(exc) if isinstance(exc, ValueError) else f"profile {name} is not a mapping."], None
+    problems = []
+    if tensor * pipeline != gpu_count:
+        problems.append(
+            f"profile {name}: tensor_parallel {tensor} x pipeline_parallel {pipeline} = {tensor * pipeline}, "
+            f"but gpu_count is {gpu_count}; they must be equal."
+        )
+    if gpu_count % nodes:
+        problems.append(f"profile {name}: gpu_count {gpu_count} does not divide evenly over {nodes} nodes.")
+        return problems, None
+    numbers = {"gpu_count": gpu_count, "memory": memory, "nodes": nodes, "per_node": gpu_count // nodes}
+    return problems, numbers
+
+
 def profile_fits(profile, gpus):
     """Whether a model profile fits this host's GPUs; returns the problems (empty: it fits).
 
@@ -553,24 +582,11 @@ def profile_fits(profile, gpus):
         gpus = gpus.get("gpus") or []
     gpus = gpus or []
     name = (profile or {}).get("name", "the model profile")
-    try:
-        gpu_count = _count(profile.get("gpu_count"), f"profile {name}: gpu_count")
-        memory = _count(profile.get("gpu_memory_mib_min"), f"profile {name}: gpu_memory_mib_min")
-        tensor = _count(profile.get("tensor_parallel", gpu_count), f"profile {name}: tensor_parallel")
-        pipeline = _count(profile.get("pipeline_parallel", 1), f"profile {name}: pipeline_parallel")
-        nodes = _count(profile.get("nodes", 1), f"profile {name}: nodes")
-    except (AttributeError, ValueError) as exc:
-        return [str(exc) if isinstance(exc, ValueError) else f"profile {name} is not a mapping."]
-    problems = []
-    if tensor * pipeline != gpu_count:
-        problems.append(
-            f"profile {name}: tensor_parallel {tensor} x pipeline_parallel {pipeline} = {tensor * pipeline}, "
-            f"but gpu_count is {gpu_count}; they must be equal."
-        )
-    if gpu_count % nodes:
-        problems.append(f"profile {name}: gpu_count {gpu_count} does not divide evenly over {nodes} nodes.")
+    problems, numbers = profile_shape(profile)
+    if numbers is None:
         return problems
-    per_node = gpu_count // nodes
+    memory, nodes = numbers["memory"], numbers["nodes"]
+    per_node = numbers["per_node"]
     usable = [
         gpu
         for gpu in gpus

@@ -70,6 +70,21 @@ def test_before_the_driver_only_the_pci_count_is_checked():
     assert "the PCI bus shows 4 NVIDIA GPU(s)" in message
 
 
+def test_before_the_driver_a_profile_that_does_not_add_up_is_refused():
+    """Tensor parallel 3 on a fresh server with 8 GPUs on the bus: 3 x 1 is not the profile's 8."""
+    extra = {
+        "odd": {
+            "gpu_count": 8,
+            "gpu_memory_mib_min": 80000,
+            "tensor_parallel": 3,
+            "pipeline_parallel": 1,
+            "nodes": 1,
+        }
+    }
+    (message,) = lib.host_problems("odd", extra, {"gpus": [], "pci": {"gpu_count": 8}})
+    assert "tensor_parallel 3 x pipeline_parallel 1 = 3, but gpu_count is 8" in message
+
+
 def test_cpu_profile_needs_no_gpu():
     assert lib.host_problems("tiny-r1", None, {"gpus": [], "pci": {"gpu_count": 0}}) == []
 
