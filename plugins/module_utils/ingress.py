@@ -222,6 +222,23 @@ def certificate_report(cert_pem, key_pem, server_name, warn_days=30, now=None, v
         report["problems"].append(f"{key_variable}: not an unencrypted PEM private key ({exc})")
         key = None
     if key is not None and _public_bytes(key.public_key()) != _public_bytes(cert.public_key()):
+        position = next(
+            (
+                n
+                for n, other in enumerate(chain[1:], 2)
+                if _public_bytes(other.public_key()) == _public_bytes(key.public_key())
+            ),
+            None,
+        )
+        if position is not None:
+            # The key's certificate is in the chain, just not first: the other
+            # checks would judge an intermediate, so say only this.
+            report["problems"].append(
+                f"{variable}: the chain is in the wrong order: the server's certificate (the one "
+                f"{variable.replace('certificate', 'key')} belongs to) is number {position} of {len(chain)}; "
+                "put it first, then the intermediates from the one that issued it up to the root's"
+            )
+            return report
         report["problems"].append(
             f"{variable}: the certificate does not match the private key "
             f"{variable.replace('certificate', 'key')}; install the key the certificate was issued for"

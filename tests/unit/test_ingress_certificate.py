@@ -74,6 +74,14 @@ def test_certificate_of_another_key_is_refused():
     assert "does not match the private key ingress_tls_key" in problem
 
 
+def test_a_chain_with_the_intermediate_first_is_refused_as_out_of_order():
+    key = new_key()
+    intermediate = cert_pem(new_key(), sans=())
+    (problem,) = report(intermediate + cert_pem(key), key)["problems"]
+    assert "the chain is in the wrong order" in problem
+    assert "is number 2 of 2; put it first" in problem
+
+
 def test_expired_certificate_is_refused():
     key = new_key()
     (problem,) = report(cert_pem(key, start=NOW - 400 * DAY, end=NOW - DAY), key)["problems"]
