@@ -222,6 +222,26 @@ def test_ENC_PD_005_root_pull_of_a_signed_internal_image_succeeds_and_an_unsigne
 
 
 @pytest.mark.mutates_host
+def test_ENC_PD_005_the_handover_copy_checks_signatures_as_a_pull_does(host, enclave_vars, images):
+    """The role's hand-over (skopeo from the registry into an archive) under root's policy."""
+    if enclave_vars.get("podman_rootless_trust", "signed") != "signed":
+        pytest.skip("images are trusted by digest on this host")
+    archive = "/tmp/enclave-handover-test.tar"
+    copy = "skopeo copy --quiet --remove-signatures docker://%s oci-archive:%s:enclave/handover-test"
+    try:
+        signed = host.run(copy, images["accepted"], archive)
+        host.run("rm -f %s", archive)
+        unsigned = host.run(copy, images["unsigned"], archive)
+        left = host.file(archive).exists
+    finally:
+        host.run("rm -f %s", archive)
+    assert signed.rc == 0, signed.stderr
+    assert unsigned.rc != 0
+    assert "A signature was required, but no signature exists" in unsigned.stderr, unsigned.stderr
+    assert not left, "a refused copy left an archive behind"
+
+
+@pytest.mark.mutates_host
 def test_ENC_PD_004_root_cannot_pull_from_a_public_registry_either(host):
     result = host.run("podman pull docker.io/library/busybox:latest")
     assert result.rc != 0
