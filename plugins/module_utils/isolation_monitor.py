@@ -60,6 +60,11 @@ BLOCKED = ("rejected", "timeout", "unreachable")
 # with this one: a host busy booting (or an emulated one) can be that slow,
 # and a slow listing proves nothing either way.
 SLOW_LIST_TIMEOUT = 30
+# The vLLM unit (Type=exec) is active as soon as `podman run` has started,
+# seconds before the container exists. Within this many seconds of becoming
+# active a unit without its container is starting, not a probe error: there
+# is no namespace yet that anything could leave from.
+CONTAINER_START_GRACE = 90
 
 
 def _stop_on_sigterm(_signum, _frame):
@@ -118,6 +123,17 @@ class UnitControl:
         run = self.user_systemctl("show", "-p", "ActiveState", "-p", "UnitFileState", self.config["vllm_unit"])
         values = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
         return values.get("ActiveState", "unknown"), values.get("UnitFileState", "")
+
+    def vllm_active_seconds(self):
+        """How long the vLLM unit has been active, from its manager's monotonic timestamp; None when unknown."""
+        run = self.user_systemctl("show", "-p", "ActiveEnterTimestampMonotonic", self.config["vllm_unit"])
+        values = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+        try:
+            entered = int(values.get("ActiveEnterTimestampMonotonic", ""))
+        except ValueError:
+            return None
+        # Both clocks are the kernel's CLOCK_MONOTONIC; 0 means never active.
+        return max(time.monotonic() - entered / 1e6, 0.0) if entered > 0 else None
 
     def stop_serving(self):
         """Kill the container, stop the vLLM unit and the ingress; the actions taken, for the evidence."""
@@ -268,6 +284,9 @@ class Monitor:
             state, _file_state = self.units.vllm_state()
             if state != "active":
                 return []  # stopped, starting or stopping: no namespace to leak from yet, or any more
+            active_for = self.units.vllm_active_seconds()
+            if active_for is not None and active_for < CONTAINER_START_GRACE:
+                return []  # podman run is still making the container
             return [
                 breach(
                     "probe_error", where, f"{self.config['vllm_unit']} is {state} but container {name} is not running"

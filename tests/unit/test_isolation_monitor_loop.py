@@ -66,6 +66,7 @@ class World:
         self.user_exists = True
         self.container_pid = 4242
         self.vllm = "active"
+        self.vllm_active_for = 3600.0
         self.probed, self.loads, self.journal, self.audit, self.syslog = [], [], [], [], []
         for module, name, fake in (
             (nft, "list_table", self.list_table),
@@ -124,6 +125,9 @@ class Units:
 
     def vllm_state(self):
         return self.world.vllm, "enabled"
+
+    def vllm_active_seconds(self):
+        return self.world.vllm_active_for
 
     def stop_serving(self):
         self.stops += 1
@@ -382,6 +386,14 @@ def test_the_container_is_judged_by_its_unit(monitor, world):
     )
 
 
+@pytest.mark.parametrize(("active_for", "breaches"), [(2.0, 0), (monitor_lib.CONTAINER_START_GRACE + 1, 1), (None, 1)])
+def test_a_unit_just_started_has_time_to_make_its_container(monitor, world, active_for, breaches):
+    """Type=exec is active once podman run starts; the container comes seconds later."""
+    world.container_pid = None
+    world.vllm_active_for = active_for
+    assert len(monitor.container_breaches()) == breaches
+
+
 def test_a_missing_service_account_is_a_breach_not_a_pass(monitor, world):
     world.user_exists = False
     found = monitor.cycle(full=True)
@@ -523,6 +535,17 @@ def test_stopping_kills_the_container_and_stops_the_units(tmp_path, world, monke
         "start vllm.service: rc 0",
         "start nginx.service: rc 0",
     ]
+
+
+def test_how_long_the_unit_has_been_active_comes_from_its_monotonic_timestamp(tmp_path, world, monkeypatch):
+    units = monitor_lib.UnitControl(settings(tmp_path))
+    monkeypatch.setattr(monitor_lib.time, "monotonic", lambda: 1000.0)
+    Systemctl(monkeypatch, show="ActiveEnterTimestampMonotonic=990000000\n")
+    assert units.vllm_active_seconds() == 10.0
+    Systemctl(monkeypatch, show="ActiveEnterTimestampMonotonic=0\n")
+    assert units.vllm_active_seconds() is None
+    Systemctl(monkeypatch, show="")
+    assert units.vllm_active_seconds() is None
 
 
 def test_a_kill_that_fails_is_in_the_evidence_and_a_missing_account_is_no_crash(tmp_path, world, monkeypatch):
