@@ -67,6 +67,13 @@ EXPIRED = {
     "ingress_tls_certificate": _cert_pem(_EXPIRED_KEY, NOW - 400 * DAY, NOW - DAY),
     "ingress_tls_key": _key_pem(_EXPIRED_KEY),
 }
+# The server's certificate after another one (an intermediate's place).
+_LEAF_KEY = _key()
+_CURRENT = (NOW - DAY, NOW + 90 * DAY)
+OUT_OF_ORDER = {
+    "ingress_tls_certificate": _cert_pem(_key(), *_CURRENT) + _cert_pem(_LEAF_KEY, *_CURRENT),
+    "ingress_tls_key": _key_pem(_LEAF_KEY),
+}
 MISMATCHED = {
     "ingress_tls_certificate": _cert_pem(_key(), NOW - DAY, NOW + 90 * DAY),
     "ingress_tls_key": _key_pem(_key()),
@@ -80,6 +87,11 @@ def case(name, extra, fragments):
 CASES = [
     case("certificate_not_matching_its_key", MISMATCHED, ["the certificate does not match the private key"]),
     case("certificate_expired", EXPIRED, ["ingress_tls_certificate: the certificate expired on"]),
+    case(
+        "chain_out_of_order",
+        OUT_OF_ORDER,
+        ["ingress_tls_certificate: the chain is in the wrong order", "is number 2 of 2; put it first"],
+    ),
     case(
         "key_hash_not_hex",
         {"ingress_clients": [{"name": "clinic-app", "key_sha256": "z" * 64}]},

@@ -78,7 +78,7 @@ MORE_CASES = [
 # (test_*_bad_inputs.py) keep every case.
 FROM_ROLE_TESTS = {
     test_vllm_bad_inputs: ("api_key_shorter_than_32_bytes", "log_level_debug"),
-    test_ingress_bad_inputs: ("certificate_not_matching_its_key", "allowlist_with_metrics", "listen_address_any"),
+    test_ingress_bad_inputs: ("chain_out_of_order", "allowlist_with_metrics", "listen_address_any"),
     test_hardening_bad_inputs: ("allow_groups_lock_out_the_admin", "ssh_cipher_unknown", "auditd_disk_action_invalid"),
     test_platform_bad_inputs: (
         "registry_wildcard",
