@@ -73,8 +73,8 @@ MORE_CASES = [
 ]
 
 
-# Two or three of each role's cases: every host costs this 2-core controller
-# about 3 s, the same as one run of the role alone, and those runs
+# A few of each role's cases: every host costs this 2-core controller
+# about 3.5 s, as much as one run of the role alone, and those runs
 # (test_*_bad_inputs.py) keep every case.
 FROM_ROLE_TESTS = {
     test_vllm_bad_inputs: ("api_key_shorter_than_32_bytes", "log_level_debug"),
