@@ -69,8 +69,12 @@ class Target:
     def run_preflight(self, *extra_args, timeout=240):
         return self.run_playbook("preflight.yml", *extra_args, timeout=timeout)
 
-    def run_playbook(self, playbook, *extra_args, timeout=240):
-        """Run playbooks/PLAYBOOK against this host only; the result has ``command`` set."""
+    def run_playbook(self, playbook, *extra_args, timeout=240, inventory=None, extra_env=None):
+        """Run playbooks/PLAYBOOK (or a playbook at an absolute path) against this host only.
+
+        ``inventory`` replaces the host's own (aliases of this host, say);
+        ``extra_env`` adds Ansible settings. The result has ``command`` set.
+        """
         env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
@@ -80,11 +84,12 @@ class Target:
             # SSH masters of this session only: one left by an earlier container
             # at the same address would point at a dead connection.
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
+            **(extra_env or {}),
         }
         command = [
             ansible_bin("ansible-playbook"),
             "-i",
-            str(self.inventory),
+            str(inventory or self.inventory),
             str(REPO / "playbooks" / playbook),
             *extra_args,
         ]

@@ -17,9 +17,7 @@ target.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
 import pytest
 import test_hardening_bad_inputs
@@ -28,7 +26,6 @@ import test_platform_bad_inputs
 import test_vllm_bad_inputs
 import yaml
 from lab_host import LAB_SSH_KEY, REPO, squash
-from netns import ansible_bin
 
 pytestmark = pytest.mark.lab
 
@@ -137,23 +134,8 @@ def run_role_checks(target, tmp_path, hosts):
             ]
         )
     )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(target.control_path_dir),
-        # Every host is the same sshd: stay under its ten sessions per connection.
-        "ANSIBLE_FORKS": "8",
-    }
-    return subprocess.run(
-        [ansible_bin("ansible-playbook"), "-i", str(inventory), str(play)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    # Every host is the same sshd: stay under its ten sessions per connection.
+    return target.run_playbook(play, inventory=inventory, extra_env={"ANSIBLE_FORKS": "8"}, timeout=900)
 
 
 def failure_of(name, output):
