@@ -2,23 +2,16 @@
 # Apache License 2.0 (see galaxy.yml)
 """Filters used by the firewall role; the logic lives in module_utils/firewall.py.
 
-``enclave.llm.firewall_policy``   enclave_zones | firewall_policy(ingress=..., mirror=..., ...) -> policy dict
-``enclave.llm.firewall_allowlisted``  policy -> every network the policy allows (zones and egress destinations)
+The policy and what it lets through are the firewall's section of the site
+plan (``enclave.llm.site_plan``, module_utils/site.py), not filters of their
+own, so no role can derive them a second time.
+
 ``enclave.llm.ssh_session``       SSH_CONNECTION -> {client, port} ('' when absent)
 """
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.enclave.llm.plugins.module_utils import firewall as lib
-
-
-def firewall_policy(zones, **kwargs):
-    """The nftables_policy policy for the site (see module_utils/firewall.build_policy)."""
-    try:
-        return lib.build_policy(zones, **kwargs)
-    except ValueError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
 
 
 class FilterModule:
@@ -26,7 +19,5 @@ class FilterModule:
 
     def filters(self):
         return {
-            "firewall_policy": firewall_policy,
-            "firewall_allowlisted": lib.allowlisted,
             "ssh_session": lib.ssh_session,
         }

@@ -2,7 +2,9 @@
 # Apache License 2.0 (see galaxy.yml)
 """Filters used by the model_store role; the logic lives in module_utils/model_store.py.
 
-``enclave.llm.model_store_plan``        profile | model_store_plan(extra, revision, root) -> paths
+Where the pinned revision lives is the model store's section of the site plan
+(``enclave.llm.site_plan``, module_utils/site.py), not a filter of its own.
+
 ``enclave.llm.model_store_problems``    profile | model_store_problems(extra, revision, root, url, signature,
                                         keyring, keep) -> messages
 ``enclave.llm.model_store_prune``       find's files | model_store_prune(current, keep) -> paths to remove
@@ -15,13 +17,6 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 from ansible_collections.enclave.llm.plugins.module_utils import model_manifest
 from ansible_collections.enclave.llm.plugins.module_utils import model_store as lib
-
-
-def model_store_plan(profile, extra, revision, root):
-    try:
-        return lib.store_plan(profile, extra, revision, root)
-    except ValueError as exc:
-        raise AnsibleFilterError(str(exc)) from exc
 
 
 def model_store_problems(profile, extra, revision, root, mirror_url, signature, keyring, keep):
@@ -48,7 +43,6 @@ class FilterModule:
 
     def filters(self):
         return {
-            "model_store_plan": model_store_plan,
             "model_store_problems": model_store_problems,
             "model_store_prune": model_store_prune,
             "model_folder_name": model_folder_name,

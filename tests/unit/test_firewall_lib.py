@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -183,28 +182,3 @@ def test_allowlisted_names_every_mirror_host_zone_and_egress_destination():
         "192.0.2.77/32",
     }
     assert len(found) == len(set(found))
-
-
-# The derived facts that have one function each; a role that spells one out
-# again in Jinja drifts from it (the monitor's allowlist once missed the
-# mirror's hosts other than enclave_mirror.host).
-REDERIVED = {
-    r"split\('/'\)\s*\|\s*last\s*\|\s*lower": "the model's folder name: use enclave.llm.model_folder_name",
-    r"enclave_zones\.(admin|clinical|cluster)[^\n]*\+": "the allowlist: use enclave.llm.firewall_allowlisted",
-    r"enclave_mirror\.host\s*\]": "the allowlist: use enclave.llm.firewall_allowlisted",
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    sorted(
-        path
-        for pattern in ("*/defaults/main.yml", "*/vars/main.yml", "*/meta/argument_specs.yml")
-        for path in (REPO / "roles").glob(pattern)
-    ),
-    ids=lambda path: str(path.relative_to(REPO / "roles")),
-)
-def test_no_role_derives_the_allowlist_or_the_model_folder_again(path):
-    text = path.read_text()
-    found = [why for pattern, why in REDERIVED.items() if re.search(pattern, text)]
-    assert found == []
