@@ -633,3 +633,41 @@ def test_ENC_AU_007_loaded_rules_equal_disk(host, loaded_rules):
     result = audit_rules.compare(host.file("/etc/audit/audit.rules").content_string, host.check_output("auditctl -l"))
     assert result["equal"], audit_rules.describe(result)
     assert "No change" in host.run("augenrules --check").stdout
+
+
+ROLE_VARS = yaml.safe_load((REPO / "roles" / "os_hardening" / "vars" / "main.yml").read_text())
+
+
+def validate_on_host(host, check, text):
+    """Run the role's validate: command (``check``, %s the candidate) on a temporary file holding ``text``."""
+    path = host.check_output("mktemp")
+    try:
+        host.check_output(f"printf '%s' {shlex.quote(text)} > {shlex.quote(path)}")
+        return host.run(check % shlex.quote(path))
+    finally:
+        host.run(f"rm -f {shlex.quote(path)}")
+
+
+# The installed file passes its own check, and a misspelt directive, which the
+# program would skip or stop at, is refused before it could be installed.
+@pytest.mark.mutates_host
+def test_ENC_OS_016_chrony_conf_is_checked_before_it_is_installed(host, settings):
+    require(settings, "os_hardening_time")
+    installed = host.file("/etc/chrony/chrony.conf").content_string
+    check = ROLE_VARS["__os_hardening_chrony_check"]
+    assert validate_on_host(host, check, installed).rc == 0
+    refused = validate_on_host(host, check, installed + "serverr 192.0.2.1 iburst\n")
+    assert refused.rc != 0
+    assert "Invalid directive" in refused.stdout + refused.stderr
+
+
+@pytest.mark.mutates_host
+def test_ENC_OS_003_modprobe_conf_is_checked_before_it_is_installed(host, settings):
+    require(settings, "os_hardening_modules")
+    installed = host.file("/etc/modprobe.d/enclave-hardening.conf").content_string
+    check = ROLE_VARS["__os_hardening_modprobe_check"]
+    passed = validate_on_host(host, check, installed)
+    assert passed.rc == 0, passed.stderr
+    refused = validate_on_host(host, check, installed + "instal cramfs /bin/false\n")
+    assert refused.rc != 0
+    assert "instal" in refused.stderr

@@ -90,3 +90,51 @@ def test_an_apt_configuration_with_a_syntax_error_is_refused(tmp_path):
     rc, said = run(command, bad)
     assert rc != 0
     assert "Syntax error" in said
+
+
+def test_a_firewall_drop_in_systemd_would_only_warn_about_is_refused(tmp_path):
+    needs("systemd-analyze")
+    if not any(
+        Path(folder, "nftables.service").exists() for folder in ("/lib/systemd/system", "/usr/lib/systemd/system")
+    ):
+        pytest.skip("nftables.service is not installed here")
+    command = validator("firewall", "__firewall_dropin_check")
+    template = (ROLES / "firewall" / "templates" / "nftables-enclave.conf.j2").read_text()
+    good = tmp_path / "good.conf"
+    good.write_text(
+        template.replace("{{ ansible_managed }}", "managed")
+        .replace("{{ __firewall_nft }}", "/usr/sbin/nft")
+        .replace("{{ __firewall_emergency_ruleset }}", "/etc/enclave/firewall-emergency.nft")
+    )
+    assert "{{" not in good.read_text()
+    assert run(command, good) == (0, "")
+    for name, text, fault in [
+        ("key.conf", good.read_text() + "ExecStopp=\n", "Unknown key 'ExecStopp'"),
+        ("section.conf", "[Servce]\nExecStop=\n", "Unknown section 'Servce'"),
+        ("program.conf", "[Service]\nExecStartPre=/nonexistent/nft -f /x\n", "/nonexistent/nft is not executable"),
+    ]:
+        bad = tmp_path / name
+        bad.write_text(text)
+        rc, said = run(command, bad)
+        assert rc != 0, name
+        assert fault in said
+
+
+def test_a_dnf_repository_without_its_signature_checks_is_refused(tmp_path):
+    command = yaml.safe_load((ROLES / "offline_mirrors" / "vars" / "RedHat.yml").read_text())[
+        "__offline_mirrors_dnf_repo_check"
+    ].replace("/usr/bin/python3", shutil.which("python3"))
+    good, unsigned, empty = tmp_path / "good.repo", tmp_path / "unsigned.repo", tmp_path / "empty.repo"
+    good.write_text(
+        "[enclave-baseos]\nname=BaseOS\nbaseurl=http://192.0.2.10/BaseOS/$basearch/os\n"
+        "enabled=1\ngpgcheck=1\nrepo_gpgcheck=1\ngpgkey=file:///etc/pki/rpm-gpg/k\n"
+    )
+    unsigned.write_text(good.read_text() + "\n[enclave-appstream]\nbaseurl=http://192.0.2.10/AppStream\ngpgcheck=1\n")
+    empty.write_text("# nothing\n")
+    assert run(command, good) == (0, "")
+    rc, said = run(command, unsigned)
+    assert rc != 0
+    assert "needs baseurl, gpgcheck=1 and repo_gpgcheck=1: enclave-appstream" in said
+    rc, said = run(command, empty)
+    assert rc != 0
+    assert "no repository" in said
