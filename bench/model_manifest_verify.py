@@ -188,8 +188,8 @@ def run_module(folder: Path) -> dict:
     return {"wall_seconds": seconds, "module_gib_per_s": result["gib_per_s"], "workers": result["workers"]}
 
 
-def measure(args, lib) -> dict:
-    cores = lib.default_workers()
+def measure(args, lib, io_lib) -> dict:
+    cores = io_lib.default_workers()
     size = args.size_mib * MIB
     total = args.files * size
     need = total + GIB
@@ -208,7 +208,7 @@ def measure(args, lib) -> dict:
         folder = work / "models" / "bench" / REVISION
         folder.mkdir(parents=True)
         names = generate(folder, args.files, size)
-        hashed = lib.hash_folder(str(folder))
+        hashed = io_lib.hash_folder(str(folder))
         manifest, problems = lib.build_manifest(
             "bench", "generated", REVISION, "MIT", lib.utc_now(), hashed["observed"], {}
         )
@@ -223,7 +223,7 @@ def measure(args, lib) -> dict:
         figures["load_before"] = loadavg()
 
         def ours_full():
-            report = lib.verify_folder(str(folder), manifest, mode="full")
+            report = io_lib.verify_folder(str(folder), manifest, mode="full")
             if not report["ok"]:
                 raise SystemExit(f"ours/full did not verify: {lib.findings_message(str(folder), report)}")
             return report
@@ -238,7 +238,7 @@ def measure(args, lib) -> dict:
         cache_path = str(work / "cache" / "bench.json")
 
         def ours_incremental():
-            report = lib.verify_folder(str(folder), manifest, mode="incremental", cache_path=cache_path)
+            report = io_lib.verify_folder(str(folder), manifest, mode="incremental", cache_path=cache_path)
             if not report["ok"]:
                 raise SystemExit("ours/incremental did not verify")
             return report
@@ -277,11 +277,11 @@ def measure(args, lib) -> dict:
                 samples[key].append(seconds)
                 disturbance[key].append(others)
             if args.variants:
-                engines = [(executor, io, 0) for executor in ("thread", "process") for io in lib.IO_METHODS]
+                engines = [(executor, io, 0) for executor in ("thread", "process") for io in io_lib.IO_METHODS]
                 for executor, io, workers in [*engines, ("thread", "mmap", 1)]:
                     key = f"{executor}/{io}" + (f" x{workers}" if workers else "")
                     seconds, _others, own, report = metered(
-                        lib.verify_folder,
+                        io_lib.verify_folder,
                         cores,
                         str(folder),
                         manifest,
@@ -418,7 +418,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
-    figures = measure(args, module_utils("model_manifest"))
+    figures = measure(args, module_utils("model_manifest"), module_utils("model_manifest_io"))
     summary = summarise(figures)
     text, ok = report(figures, summary)
     print(text)

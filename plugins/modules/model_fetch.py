@@ -180,6 +180,7 @@ import os  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils import model_fetch as lib  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils import model_manifest  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
 
 
 def read_mirror_manifest(module, source, base, result):
@@ -267,7 +268,7 @@ def write_if_different(path, data):
                 return False
     except FileNotFoundError:
         pass
-    model_manifest.write_atomic(path, data, mode=0o644)
+    write_atomic(path, data, mode=0o644)
     return True
 
 

@@ -340,6 +340,7 @@ import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib  # noqa: E402
 
 
 class Gpg:
@@ -439,7 +440,7 @@ def check_folder(module, folder):
 def run_verified(module, folder, result):
     params = module.params
     manifest_path = os.path.join(folder, lib.MANIFEST_NAME)
-    text, manifest, error = lib.load_manifest(folder)
+    text, manifest, error = io_lib.load_manifest(folder)
     if error:
         module.fail_json(msg=error, **result)
     if params["revision"] is not None:
@@ -458,7 +459,7 @@ def run_verified(module, folder, result):
     result["name"] = manifest["name"]
     result["revision"] = manifest["revision"]
     try:
-        report = lib.verify_folder(
+        report = io_lib.verify_folder(
             folder,
             manifest,
             mode=params["mode"],
@@ -488,7 +489,7 @@ def run_present(module, folder, result):
     if problem:
         module.fail_json(msg=f"revision: {problem}", **result)
     try:
-        report = lib.hash_folder(
+        report = io_lib.hash_folder(
             folder,
             mode=params["mode"],
             cache_path=params["cache_path"],
@@ -516,7 +517,7 @@ def run_present(module, folder, result):
     if not observed:
         module.fail_json(msg=f"{folder} holds no files: there is nothing to write a manifest for.", **result)
 
-    old_text, old, _error = lib.load_manifest(folder)
+    old_text, old, _error = io_lib.load_manifest(folder)
     created = params["created"] or (old["created"] if old else None) or lib.utc_now()
     manifest, problems = lib.build_manifest(
         params["name"],
@@ -545,7 +546,7 @@ def run_present(module, folder, result):
     sig_path = os.path.join(folder, lib.SIGNATURE_NAME)
     if result["changed"] and not module.check_mode:
         try:
-            lib.write_atomic(manifest_path, text)
+            io_lib.write_atomic(manifest_path, text)
             result["written"] = True
             if os.path.lexists(sig_path):
                 os.unlink(sig_path)
@@ -601,7 +602,7 @@ def main():
     check_folder(module, folder)
     if params["progress_log"]:
         try:
-            lib.append_log(
+            io_lib.append_log(
                 params["progress_log"], f"model_manifest {folder}: state={params['state']} mode={params['mode']}"
             )
         except OSError as exc:

@@ -61,8 +61,9 @@ def write_model(folder, seed):
 
 def write_manifest(folder, revision):
     from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib
+    from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib
 
-    observed = lib.hash_folder(str(folder))["observed"]
+    observed = io_lib.hash_folder(str(folder))["observed"]
     manifest, problems = lib.build_manifest(
         NAME, "https://huggingface.co/enclave-lab/tiny-r1", revision, "MIT", "2026-01-01T00:00:00Z", observed
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib
+from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib
 
 REV = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
 SHA_A = "a" * 64
@@ -472,13 +473,13 @@ def test_format_duration(seconds, text):
 # --- hashing and the cache file (tmp_path only) -------------------------------------
 
 
-@pytest.mark.parametrize("io", lib.IO_METHODS)
-@pytest.mark.parametrize("size", [0, 1, lib.MMAP_MIN_SIZE - 1, lib.MMAP_MIN_SIZE, 3 * lib.MMAP_MIN_SIZE + 17])
+@pytest.mark.parametrize("io", io_lib.IO_METHODS)
+@pytest.mark.parametrize("size", [0, 1, io_lib.MMAP_MIN_SIZE - 1, io_lib.MMAP_MIN_SIZE, 3 * io_lib.MMAP_MIN_SIZE + 17])
 def test_hash_file_equals_hashlib(tmp_path, io, size):
     data = os.urandom(size)
     path = tmp_path / "f"
     path.write_bytes(data)
-    result = lib.hash_file(str(path), buffer_size=1 << 20, io=io)
+    result = io_lib.hash_file(str(path), buffer_size=1 << 20, io=io)
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
     assert result["size"] == size
     assert result["before"] == result["after"]
@@ -488,49 +489,51 @@ def test_hash_files_biggest_first(tmp_path):
     for name, size in [("small", 10), ("big", 3000), ("middle", 500)]:
         (tmp_path / name).write_bytes(b"x" * size)
     order = []
-    results = lib.hash_files(str(tmp_path), ["small", "big", "middle"], workers=1, on_done=lambda p, r: order.append(p))
+    results = io_lib.hash_files(
+        str(tmp_path), ["small", "big", "middle"], workers=1, on_done=lambda p, r: order.append(p)
+    )
     assert order == ["big", "middle", "small"]
     assert results["middle"]["sha256"] == hashlib.sha256(b"x" * 500).hexdigest()
 
 
 def test_hash_files_reports_an_unreadable_file(tmp_path):
     (tmp_path / "link").symlink_to("/etc/hostname")
-    results = lib.hash_files(str(tmp_path), ["link", "gone"], workers=2)
+    results = io_lib.hash_files(str(tmp_path), ["link", "gone"], workers=2)
     assert "error" in results["link"]
     assert "error" in results["gone"]
 
 
 def test_hash_files_in_processes(tmp_path):
     (tmp_path / "a").write_bytes(b"abc")
-    results = lib.hash_files(str(tmp_path), ["a"], executor="process")
+    results = io_lib.hash_files(str(tmp_path), ["a"], executor="process")
     assert results["a"]["sha256"] == hashlib.sha256(b"abc").hexdigest()
 
 
 def test_cache_is_written_private_and_read_back(tmp_path):
     store = str(tmp_path / "m" / REV)
     cache_path = lib.default_cache_path(store)
-    assert lib.read_cache(cache_path, store) == ({}, "no cache yet")
-    assert lib.write_cache(cache_path, store, {"a": {**STAT, "sha256": SHA_A}}) == ""
+    assert io_lib.read_cache(cache_path, store) == ({}, "no cache yet")
+    assert io_lib.write_cache(cache_path, store, {"a": {**STAT, "sha256": SHA_A}}) == ""
     assert stat.S_IMODE(os.stat(os.path.dirname(cache_path)).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(cache_path).st_mode) == 0o600
     assert os.listdir(os.path.dirname(cache_path)) == [f"{REV}.json"]
-    assert lib.read_cache(cache_path, store) == ({"a": {**STAT, "sha256": SHA_A}}, "")
+    assert io_lib.read_cache(cache_path, store) == ({"a": {**STAT, "sha256": SHA_A}}, "")
 
 
 def test_cache_open_to_others_is_not_trusted(tmp_path):
     store = str(tmp_path / "m" / REV)
     cache_path = lib.default_cache_path(store)
-    lib.write_cache(cache_path, store, {"a": {**STAT, "sha256": SHA_A}})
+    io_lib.write_cache(cache_path, store, {"a": {**STAT, "sha256": SHA_A}})
     os.chmod(cache_path, 0o644)
-    files, reason = lib.read_cache(cache_path, store)
+    files, reason = io_lib.read_cache(cache_path, store)
     assert files == {}
     assert "with mode 0600; the cache is not trusted" in reason
     os.chmod(cache_path, 0o600)
     os.chmod(os.path.dirname(cache_path), 0o755)
-    files, reason = lib.read_cache(cache_path, store)
+    files, reason = io_lib.read_cache(cache_path, store)
     assert files == {}
     assert "with mode 0700; the cache is not trusted" in reason
-    lib.write_cache(cache_path, store, {})
+    io_lib.write_cache(cache_path, store, {})
     assert stat.S_IMODE(os.stat(os.path.dirname(cache_path)).st_mode) == 0o700
 
 
@@ -541,7 +544,7 @@ def test_cache_symlink_is_not_followed(tmp_path):
     target = tmp_path / "elsewhere.json"
     target.write_text(json.dumps(good_cache(store)))
     os.symlink(target, cache_path)
-    files, reason = lib.read_cache(cache_path, store)
+    files, reason = io_lib.read_cache(cache_path, store)
     assert files == {}
     assert "cannot be opened" in reason
 
@@ -549,10 +552,10 @@ def test_cache_symlink_is_not_followed(tmp_path):
 def test_malformed_cache_is_ignored(tmp_path):
     store = str(tmp_path / "m" / REV)
     cache_path = lib.default_cache_path(store)
-    lib.write_cache(cache_path, store, {})
+    io_lib.write_cache(cache_path, store, {})
     with open(cache_path, "w") as handle:
         handle.write("{not json")
-    files, reason = lib.read_cache(cache_path, store)
+    files, reason = io_lib.read_cache(cache_path, store)
     assert files == {}
     assert "is not valid JSON" in reason
 
@@ -575,13 +578,13 @@ def store(tmp_path):
 
 
 def load(folder):
-    _text, data, error = lib.load_manifest(str(folder))
+    _text, data, error = io_lib.load_manifest(str(folder))
     assert error == ""
     return data
 
 
 def test_verify_clean_folder(store):
-    report = lib.verify_folder(str(store), load(store), workers=2)
+    report = io_lib.verify_folder(str(store), load(store), workers=2)
     assert report["ok"]
     assert report["counts"] == dict.fromkeys(NO_FINDINGS, 0)
     assert report["hashed_files"] == 3
@@ -597,7 +600,7 @@ def test_verify_finds_each_kind(store):
     (store / "sub" / "c.json").unlink()
     (store / "sub" / "c.json").symlink_to("/etc/hostname")
     (store / "extra.py").write_text("print('hi')\n")
-    report = lib.verify_folder(str(store), data)
+    report = io_lib.verify_folder(str(store), data)
     assert not report["ok"]
     assert report["corrupt"] == ["a.safetensors"]
     assert report["size_mismatch"] == [{"path": "b.safetensors", "expected": 200_000, "actual": 5}]
@@ -607,28 +610,28 @@ def test_verify_finds_each_kind(store):
 
 
 def test_load_manifest_messages(tmp_path):
-    assert "is missing: the folder has no manifest" in lib.load_manifest(str(tmp_path))[2]
+    assert "is missing: the folder has no manifest" in io_lib.load_manifest(str(tmp_path))[2]
     (tmp_path / lib.MANIFEST_NAME).write_bytes(b"\xff\xfe")
-    assert "is not UTF-8 text" in lib.load_manifest(str(tmp_path))[2]
+    assert "is not UTF-8 text" in io_lib.load_manifest(str(tmp_path))[2]
     bad = copy.deepcopy(manifest(revision="main"))
     (tmp_path / lib.MANIFEST_NAME).write_text(json.dumps(bad))
-    error = lib.load_manifest(str(tmp_path))[2]
+    error = io_lib.load_manifest(str(tmp_path))[2]
     assert "is malformed: revision 'main' is not pinned" in error
 
 
 def test_mapped_hashing_takes_a_lease_and_reports_it(tmp_path):
     path = tmp_path / "shard"
-    path.write_bytes(os.urandom(2 * lib.MMAP_MIN_SIZE))
-    result = lib.hash_file(str(path), io="mmap")
+    path.write_bytes(os.urandom(2 * io_lib.MMAP_MIN_SIZE))
+    result = io_lib.hash_file(str(path), io="mmap")
     assert result["io"] == ("mmap" if os.geteuid() == 0 or path.stat().st_uid == os.geteuid() else "read")
-    assert lib.hash_file(str(path), io="read")["io"] == "read"
+    assert io_lib.hash_file(str(path), io="read")["io"] == "read"
 
 
 def test_file_open_for_writing_is_read_not_mapped(tmp_path):
     path = tmp_path / "shard"
-    path.write_bytes(os.urandom(2 * lib.MMAP_MIN_SIZE))
+    path.write_bytes(os.urandom(2 * io_lib.MMAP_MIN_SIZE))
     with open(path, "r+b"):
-        result = lib.hash_file(str(path), io="mmap")
+        result = io_lib.hash_file(str(path), io="mmap")
     assert result["io"] == "read"
     assert result["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -637,14 +640,15 @@ TRUNCATE_WHILE_HASHING = r"""
 import os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib
+from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib
 path = sys.argv[2]
-lib.READAHEAD_STEPS = 0
+io_lib.READAHEAD_STEPS = 0
 started = time.perf_counter()
 truncate = subprocess.Popen(
     [sys.executable, "-c", "import os, sys, time; time.sleep(0.05); os.truncate(sys.argv[1], 4096)", path]
 )
 try:
-    result = lib.hash_file(path, buffer_size=64 * 1024, io="mmap")
+    result = io_lib.hash_file(path, buffer_size=64 * 1024, io="mmap")
     print("digest", result["io"], result["size"])
 except OSError as exc:
     print("error", exc.strerror)
@@ -661,7 +665,7 @@ def test_truncating_a_mapped_file_does_not_kill_the_hashing(tmp_path):
     broken lease, lets go, and reports the file as changed.
     """
     path = tmp_path / "shard"
-    path.write_bytes(os.urandom(256 * lib.MMAP_MIN_SIZE))
+    path.write_bytes(os.urandom(256 * io_lib.MMAP_MIN_SIZE))
     collections = Path(__file__).resolve().parents[2] / ".collections"
     run = subprocess.run(
         [sys.executable, "-c", TRUNCATE_WHILE_HASHING, str(collections), str(path)],
