@@ -58,7 +58,7 @@ audit: deps
 
 # docs/controls.md is generated from docs/controls.yml.
 controls-doc: deps
-	PYTHONPATH=.collections python3 -m ansible_collections.enclave.llm.plugins.module_utils.control_catalogue \
+	PYTHONPATH=.collections python3 -m ansible_collections.enclave.llm.plugins.module_utils.evidence.control_catalogue \
 		docs/controls.yml > docs/controls.md
 
 # Each role's variable table in its README.md, from meta/argument_specs.yml.

@@ -107,7 +107,7 @@ def main() -> int:
     parser.add_argument("--dir", help="where to create the files (default: the system's temporary folder)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    lib = module_utils("model_fetch")
+    lib = module_utils("models.fetch")
     base = Path(tempfile.mkdtemp(prefix="enclave-bench-fetch-", dir=args.dir))
     try:
         tree = make_tree(base, args.files, args.size_mib * MIB)

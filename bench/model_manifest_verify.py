@@ -418,7 +418,7 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
-    figures = measure(args, module_utils("model_manifest"), module_utils("model_manifest_io"))
+    figures = measure(args, module_utils("models.manifest"), module_utils("models.manifest_io"))
     summary = summarise(figures)
     text, ok = report(figures, summary)
     print(text)

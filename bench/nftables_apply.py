@@ -128,7 +128,7 @@ def reset() -> None:
 
 
 def measure(sizes: list[int], repeat: int, naive_limit: int) -> list[dict]:
-    lib = module_utils("nftables_policy")
+    lib = module_utils("netpolicy.nftables_policy")
     rows = []
     with tempfile.TemporaryDirectory(prefix="enclave-bench-") as tmp:
         workdir = Path(tmp)

@@ -1,6 +1,6 @@
 # Copyright: llm-enclave maintainers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters used by the os_hardening and auditd roles; the logic lives in module_utils/hardening_facts.py.
+"""Filters used by the os_hardening and auditd roles; the logic lives in module_utils/hardening/facts.py.
 
 ``enclave.llm.unknown_sysctl_keys``     missing | unknown_sysctl_keys(variable) -> messages
 ``enclave.llm.unknown_ssh_algorithms``  wanted | unknown_ssh_algorithms(supported) -> messages
@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.enclave.llm.plugins.module_utils import hardening_facts as lib
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import facts as lib
 
 
 def unknown_ssh_algorithms(wanted, supported):

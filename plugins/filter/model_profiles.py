@@ -1,6 +1,6 @@
 # Copyright: llm-enclave maintainers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters for model profiles; the data and logic live in module_utils/model_profiles.py.
+"""Filters for model profiles; the data and logic live in module_utils/models/profiles.py.
 
 ``enclave.llm.model_profile``           name | model_profile(extra) -> the profile (fails if unknown)
 ``enclave.llm.model_profile_problems``  name | model_profile_problems(extra, enclave_gpus) -> [message]
@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.enclave.llm.plugins.module_utils import model_profiles as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import profiles as lib
 
 
 def model_profile(name, extra=None):

@@ -1,6 +1,6 @@
 # Copyright: llm-enclave maintainers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters used by the model_store role; the logic lives in module_utils/model_store.py.
+"""Filters used by the model_store role; the logic lives in module_utils/models/store.py.
 
 Where the pinned revision lives is the model store's section of the site plan
 (``enclave.llm.site_plan``, module_utils/site.py), not a filter of its own.
@@ -15,8 +15,8 @@ Where the pinned revision lives is the model store's section of the site plan
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest
-from ansible_collections.enclave.llm.plugins.module_utils import model_store as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as model_manifest
+from ansible_collections.enclave.llm.plugins.module_utils.models import store as lib
 
 
 def model_store_problems(profile, extra, revision, root, mirror_url, signature, keyring, keep):

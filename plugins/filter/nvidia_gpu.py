@@ -1,6 +1,6 @@
 # Copyright: llm-enclave maintainers
 # Apache License 2.0 (see galaxy.yml)
-"""Filters used by the nvidia_gpu role (and the preflight); the logic lives in module_utils/nvidia_gpu.py.
+"""Filters used by the nvidia_gpu role (and the preflight); the logic lives in module_utils/gpu/nvidia.py.
 
 ``enclave.llm.nvidia_input_problems``     inputs dict -> [message, ...]
 ``enclave.llm.nvidia_version_compare``    a | nvidia_version_compare(b) -> -1, 0, 1 (versions, not strings)
@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.enclave.llm.plugins.module_utils import nvidia_gpu as lib
+from ansible_collections.enclave.llm.plugins.module_utils.gpu import nvidia as lib
 
 
 def nvidia_input_problems(inputs):

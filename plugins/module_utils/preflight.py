@@ -15,7 +15,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from ansible_collections.enclave.llm.plugins.module_utils import firewall, nftables_policy
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import firewall, nftables_policy
 
 # Distribution name and major version as Ansible reports them
 # (ansible_facts.distribution / distribution_major_version).

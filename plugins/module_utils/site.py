@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from ansible_collections.enclave.llm.plugins.module_utils import firewall, model_store
+from ansible_collections.enclave.llm.plugins.module_utils.models import store as model_store
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import firewall
 
 
 class PlanError(ValueError):

@@ -5,7 +5,7 @@
 The role renders a systemd user unit that runs ``podman run`` (the unit a
 quadlet ``.container`` file would generate: Debian 12's Podman 4.3.1 ships no
 quadlet generator). Everything that decides what runs is built here, from the
-model profile (module_utils/model_profiles.py) and the role's settings, and
+model profile (module_utils/models/profiles.py) and the role's settings, and
 unit-tested: the environment, vLLM's flags, Podman's isolation options.
 
 Functions named ``*_problems`` return one message per fault, each naming the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.enclave.llm.plugins.module_utils import model_profiles
+from ansible_collections.enclave.llm.plugins.module_utils.models import profiles as model_profiles
 
 # The image must name one immutable build: registry/repo@sha256:<64 hex>.
 _DIGEST_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._:/-]*[a-z0-9])@sha256:[0-9a-f]{64}$")

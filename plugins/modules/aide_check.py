@@ -93,8 +93,8 @@ import glob  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import aide_report as lib  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import aide_report as lib  # noqa: E402
 
 
 def archived(archive_dir, report_id):

@@ -79,7 +79,7 @@ commands:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import audit_rules as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import audit_rules as lib  # noqa: E402
 
 
 class Host:

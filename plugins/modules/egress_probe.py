@@ -261,7 +261,7 @@ import shlex  # noqa: E402
 import subprocess  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import egress_probe as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import egress_probe as lib  # noqa: E402
 
 CHILD_GRACE_S = 15  # beyond a probe's own timeout: counter reads, fork, setns
 

@@ -198,9 +198,9 @@ import os  # noqa: E402
 import shlex  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import evidence_bundle as lib  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils.audit_waivers import parse_date  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import (  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import bundle as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.audit_waivers import parse_date  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import (  # noqa: E402
     iso_utc,
     parse_iso,
     sha256_hex,

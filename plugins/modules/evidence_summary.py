@@ -110,9 +110,9 @@ files:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import evidence_summary as lib  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import iso_utc, utc_now  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import summary as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import iso_utc, utc_now  # noqa: E402
 
 
 def main():

@@ -176,7 +176,7 @@ import os  # noqa: E402
 import shlex  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import gpu_facts as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.gpu import facts as lib  # noqa: E402
 
 
 def find_nvidia_smi(module, path):

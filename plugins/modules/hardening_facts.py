@@ -98,7 +98,7 @@ commands:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import hardening_facts as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import facts as lib  # noqa: E402
 
 
 class Reader:

@@ -178,9 +178,9 @@ seconds:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import model_fetch as lib  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.models import fetch as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as model_manifest  # noqa: E402
 
 
 def read_mirror_manifest(module, source, base, result):

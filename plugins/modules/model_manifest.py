@@ -339,8 +339,8 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest_io as io_lib  # noqa: E402
 
 
 class Gpg:

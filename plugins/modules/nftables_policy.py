@@ -276,7 +276,7 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.enclave.llm.plugins.module_utils import nftables_policy as lib  # noqa: E402
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import nftables_policy as lib  # noqa: E402
 
 LIST_JSON = ["-j", "list", "table", lib.FAMILY, lib.TABLE]
 LIST_TEXT = ["-s", "list", "table", lib.FAMILY, lib.TABLE]

@@ -60,8 +60,8 @@ def write_model(folder, seed):
 
 
 def write_manifest(folder, revision):
-    from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib
-    from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib
+    from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as lib
+    from ansible_collections.enclave.llm.plugins.module_utils.models import manifest_io as io_lib
 
     observed = io_lib.hash_folder(str(folder))["observed"]
     manifest, problems = lib.build_manifest(

@@ -32,10 +32,12 @@ ROLE_DEFAULTS = {
     role: yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
     for role in ("os_hardening", "auditd")
 }
-_spec = importlib.util.spec_from_file_location("hardening_lib", REPO / "plugins/module_utils/hardening_facts.py")
+_spec = importlib.util.spec_from_file_location("hardening_lib", REPO / "plugins/module_utils/hardening/facts.py")
 lib = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(lib)
-_spec = importlib.util.spec_from_file_location("audit_rules_lib", REPO / "plugins/module_utils/audit_rules.py")
+_spec = importlib.util.spec_from_file_location(
+    "audit_rules_lib", REPO / "plugins/module_utils/hardening/audit_rules.py"
+)
 audit_rules = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(audit_rules)
 

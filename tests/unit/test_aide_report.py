@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import aide_report as lib
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import aide_report as lib
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aide"
 

@@ -1,4 +1,4 @@
-"""module_utils/hardening_facts: pending security updates (ENC-OS-015) from apt's
+"""module_utils/hardening/facts.py: pending security updates (ENC-OS-015) from apt's
 output, recorded on a Debian 12 host with 142 upgrades pending, some of them
 from bookworm-security (tests/unit/fixtures/hardening/apt_*.txt)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import hardening_facts as lib
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import facts as lib
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardening"
 SECURITY = "origin=Debian,codename=${distro_codename}-security,label=Debian-Security"

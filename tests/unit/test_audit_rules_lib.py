@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/audit_rules.py: whole rules compared in canonical form.
+"""Unit tests for plugins/module_utils/hardening/audit_rules.py: whole rules compared in canonical form.
 
 The fixtures were recorded on a real kernel: disk.rules loaded with ``auditctl -R``, and
 auditctl_l.txt what ``auditctl -l`` printed back.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import audit_rules as lib
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import audit_rules as lib
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DISK = (FIXTURES / "audit_rules" / "disk.rules").read_text()

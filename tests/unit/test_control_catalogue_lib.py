@@ -1,4 +1,4 @@
-"""plugins/module_utils/control_catalogue.py: loading, the shape check, and the generated document."""
+"""plugins/module_utils/evidence/control_catalogue.py: loading, the shape check, and the generated document."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.enclave.llm.plugins.module_utils import control_catalogue as lib
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import control_catalogue as lib
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = "ansible_collections.enclave.llm.plugins.module_utils.control_catalogue"
+MODULE = "ansible_collections.enclave.llm.plugins.module_utils.evidence.control_catalogue"
 
 
 def control(control_id="ENC-FW-001", **changes):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.enclave.llm.plugins.module_utils import control_catalogue
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import control_catalogue
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = yaml.safe_load((REPO / "docs" / "controls.yml").read_text())

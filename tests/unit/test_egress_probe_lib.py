@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/egress_probe.py (no root; probes only on loopback)."""
+"""Unit tests for plugins/module_utils/netpolicy/egress_probe.py (no root; probes only on loopback)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import struct
 import threading
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import egress_probe as lib
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import egress_probe as lib
 
 
 def target(**changes):

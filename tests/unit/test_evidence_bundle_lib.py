@@ -1,4 +1,4 @@
-"""plugins/module_utils/evidence_bundle.py and audit_waivers.py, and the evidence_bundle module run as a
+"""plugins/module_utils/evidence/bundle.py and audit_waivers.py, and the evidence_bundle module run as a
 script: the status rules, waivers, every refusal before anything is written, check mode, SHA256SUMS and
 the gpg signature.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.enclave.llm.plugins.module_utils import audit_waivers
-from ansible_collections.enclave.llm.plugins.module_utils import evidence_bundle as lib
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import audit_waivers
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import bundle as lib
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules" / "evidence_bundle.py"

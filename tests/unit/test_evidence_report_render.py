@@ -15,10 +15,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import audit_waivers
-from ansible_collections.enclave.llm.plugins.module_utils import evidence_bundle as lib
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import printable
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_report_html import render_report
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import audit_waivers
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import bundle as lib
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import printable
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.report_html import render_report
 
 SUITE = "tests/testinfra/test_zz.py"
 HOSTILE = '</pre><img src=x onerror="alert(1)"><script>alert(2)</script> &amp; "quoted"'

@@ -1,4 +1,4 @@
-"""plugins/module_utils/evidence_summary.py and the evidence_summary module run as a script: the fleet
+"""plugins/module_utils/evidence/summary.py and the evidence_summary module run as a script: the fleet
 passes only when every host was audited, passed and still matches its SHA256SUMS.
 
 Bundles are written with the evidence_bundle library itself, so the summary reads what the audit writes.
@@ -15,8 +15,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import evidence_bundle as bundle_lib
-from ansible_collections.enclave.llm.plugins.module_utils import evidence_summary as lib
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import bundle as bundle_lib
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import summary as lib
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "plugins" / "modules" / "evidence_summary.py"

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/firewall.py: site variables to an nftables_policy policy."""
+"""Unit tests for plugins/module_utils/netpolicy/firewall.py: site variables to an nftables_policy policy."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.enclave.llm.plugins.module_utils import firewall as lib
-from ansible_collections.enclave.llm.plugins.module_utils import nftables_policy
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import firewall as lib
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import nftables_policy
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = yaml.safe_load((REPO / "inventories" / "lab" / "group_vars" / "all" / "enclave.yml").read_text())

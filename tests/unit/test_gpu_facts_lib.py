@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/gpu_facts.py and the gpu_facts module, on recorded layouts.
+"""Unit tests for plugins/module_utils/gpu/facts.py and the gpu_facts module, on recorded layouts.
 
 Each folder under fixtures/nvidia_smi/ is one host: ``query.xml`` (what
 ``nvidia-smi -q -x`` printed, in the nvsmi_device_v12.dtd layout) or
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import gpu_facts as lib
+from ansible_collections.enclave.llm.plugins.module_utils.gpu import facts as lib
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia_smi"

@@ -1,4 +1,4 @@
-"""module_utils/hardening_facts: the parsers on output recorded from the lab
+"""module_utils/hardening/facts.py: the parsers on output recorded from the lab
 host and the lab VM (tests/unit/fixtures/hardening/), and the checks that
 refuse bad settings before the host changes."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import hardening_facts as lib
+from ansible_collections.enclave.llm.plugins.module_utils.hardening import facts as lib
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hardening"
 

@@ -1,16 +1,10 @@
-"""Unit tests for plugins/module_utils/isolation_monitor_config.py: one message per bad setting, naming it."""
+"""Unit tests for plugins/module_utils/monitor/config.py: one message per bad setting, naming it."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_config as lib
-
-MODULE = Path(lib.__file__)
+from ansible_collections.enclave.llm.plugins.filter.isolation_monitor import isolation_monitor_problems
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import config as lib
 
 
 def settings(**changes):
@@ -114,17 +108,8 @@ def test_every_problem_is_reported_at_once():
     assert len(problems(canaries=[], interfaces=[], vllm_unit="x")) == 3
 
 
-def test_the_command_line_prints_the_problems_and_fails():
-    run = subprocess.run(
-        [sys.executable, str(MODULE)],
-        input=json.dumps(settings(interval=0.2)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert run.returncode == 1
-    assert run.stdout.startswith("isolation_monitor_interval: 0.2 is below 1 s")
-    good = subprocess.run(
-        [sys.executable, str(MODULE)], input=json.dumps(settings()), capture_output=True, text=True, check=False
-    )
-    assert (good.returncode, good.stdout) == (0, "")
+def test_the_role_s_filter_reports_what_the_monitor_would_refuse():
+    """The controller's check (enclave.llm.isolation_monitor_problems) is the monitor's own, after JSON."""
+    refused = isolation_monitor_problems(settings(interval=0.2))
+    assert refused[0].startswith("isolation_monitor_interval: 0.2 is below 1 s")
+    assert isolation_monitor_problems(settings()) == []

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/isolation_monitor_evidence.py: journal, audit, metrics, syslog formats."""
+"""Unit tests for plugins/module_utils/monitor/evidence.py: journal, audit, metrics, syslog formats."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime
 import socket
 import struct
 
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_evidence as lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import evidence as lib
 
 BREACH = {"kind": "rule_added", "where": "table inet enclave", "detail": 'chain output: "accept"', "target": None}
 

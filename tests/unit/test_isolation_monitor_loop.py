@@ -1,4 +1,4 @@
-"""Unit tests of the isolation monitor's check-and-act loop (plugins/module_utils/isolation_monitor.py).
+"""Unit tests of the isolation monitor's check-and-act loop (plugins/module_utils/monitor/daemon.py).
 
 The host is faked at the monitor's edges only: the live and the installed
 table (nft JSON), the interfaces and routes, the probes from each place, the
@@ -17,13 +17,9 @@ import subprocess
 import types
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor as monitor_lib
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_config as config_lib
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_evidence as evidence
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_network as network
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_nft as nft
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_probes as probes
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_restore as restore
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import config as config_lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import daemon as monitor_lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import evidence, network, nft, probes, restore
 
 CANARY = {"name": "canary", "address": "198.51.100.99", "proto": "tcp", "port": 443}
 OWN_NAMESPACE_CANARY = {"name": "probe-ns", "address": "192.0.2.99", "proto": "tcp", "port": 80, "netns": "mon"}

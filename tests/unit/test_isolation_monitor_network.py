@@ -1,10 +1,10 @@
-"""Unit tests for plugins/module_utils/isolation_monitor_network.py: interfaces and default routes."""
+"""Unit tests for plugins/module_utils/monitor/network.py: interfaces and default routes."""
 
 from __future__ import annotations
 
 import json
 
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_network as lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import network as lib
 
 ROUTES_V4 = json.dumps(
     [

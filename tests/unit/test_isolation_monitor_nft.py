@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/isolation_monitor_nft.py: normalising and comparing nft JSON."""
+"""Unit tests for plugins/module_utils/monitor/nft.py: normalising and comparing nft JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_nft as lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import nft as lib
 
 TABLE = {"family": "inet", "table": "enclave"}
 

@@ -1,4 +1,4 @@
-"""Unit tests for the ruleset restore on a breach: plugins/module_utils/isolation_monitor_restore.py and
+"""Unit tests for the ruleset restore on a breach: plugins/module_utils/monitor/restore.py and
 the monitor's use of it (what is reloaded, when not, the rate limit, the evidence)."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor as monitor_lib
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_config as config_lib
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_evidence as evidence
-from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_restore as lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import config as config_lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import daemon as monitor_lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import evidence
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import restore as lib
 
 RULES = "/etc/nftables.d/enclave.nft"
 ADDED = monitor_lib.breach("rule_added", "table inet enclave", 'chain output: [{"accept":null}]')

@@ -1,9 +1,9 @@
-"""Unit tests for plugins/module_utils/model_fetch.py: the pure decisions, and transfers from local folders."""
+"""Unit tests for plugins/module_utils/models/fetch.py: the pure decisions, and transfers from local folders."""
 
 from __future__ import annotations
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import model_fetch as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import fetch as lib
 
 REV = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
 

@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/model_manifest.py (no root, no gpg; files only under tmp_path)."""
+"""Unit tests for plugins/module_utils/models/manifest.py (no root, no gpg; files only under tmp_path)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest_io as io_lib
 
 REV = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
 SHA_A = "a" * 64
@@ -639,8 +639,8 @@ def test_file_open_for_writing_is_read_not_mapped(tmp_path):
 TRUNCATE_WHILE_HASHING = r"""
 import os, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest as lib
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest_io as io_lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest_io as io_lib
 path = sys.argv[2]
 io_lib.READAHEAD_STEPS = 0
 started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""module_utils/model_profiles: the shipped profiles and the host fit check."""
+"""module_utils/models/profiles.py: the shipped profiles and the host fit check."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import model_profiles as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import profiles as lib
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 

@@ -1,9 +1,9 @@
-"""Unit tests for plugins/module_utils/model_store.py (pure: names, settings, pruning)."""
+"""Unit tests for plugins/module_utils/models/store.py (pure: names, settings, pruning)."""
 
 from __future__ import annotations
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import model_store as lib
+from ansible_collections.enclave.llm.plugins.module_utils.models import store as lib
 
 REV = "56d4cbbb4d29f4355bab4b9a39ccb717a14ad5ad"
 OLD = ["1" * 40, "2" * 40, "3" * 40, "4" * 40]

@@ -1,6 +1,6 @@
 """Catch-all networks, IPv4 forms in IPv6, rule comments and the entry cap, in the library and the preflight.
 
-The checks live in plugins/module_utils/network_breadth.py and run inside
+The checks live in plugins/module_utils/netpolicy/network_breadth.py and run inside
 nftables_policy.compile_policy; the preflight reaches them through
 preflight.firewall_settings_problems, which names the inventory variable.
 """
@@ -12,8 +12,9 @@ import tracemalloc
 
 import pytest
 import yaml
-from ansible_collections.enclave.llm.plugins.module_utils import network_breadth, preflight
-from ansible_collections.enclave.llm.plugins.module_utils import nftables_policy as policy_lib
+from ansible_collections.enclave.llm.plugins.module_utils import preflight
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import network_breadth
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import nftables_policy as policy_lib
 from conftest import REPO
 
 LAB = yaml.safe_load((REPO / "inventories" / "lab" / "group_vars" / "all" / "enclave.yml").read_text())

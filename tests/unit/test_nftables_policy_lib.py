@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/nftables_policy.py (no root, no nft)."""
+"""Unit tests for plugins/module_utils/netpolicy/nftables_policy.py (no root, no nft)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import nftables_policy as lib
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import nftables_policy as lib
 
 
 def good_policy(**changes):

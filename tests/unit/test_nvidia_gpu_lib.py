@@ -1,4 +1,4 @@
-"""Unit tests for plugins/module_utils/nvidia_gpu.py (no host, no GPU).
+"""Unit tests for plugins/module_utils/gpu/nvidia.py (no host, no GPU).
 
 The verification tests run on the facts that gpu_facts builds from the
 recorded layouts in fixtures/nvidia_smi/, so a parser change that loses a
@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import pytest
-from ansible_collections.enclave.llm.plugins.module_utils import gpu_facts
-from ansible_collections.enclave.llm.plugins.module_utils import nvidia_gpu as lib
+from ansible_collections.enclave.llm.plugins.module_utils.gpu import facts as gpu_facts
+from ansible_collections.enclave.llm.plugins.module_utils.gpu import nvidia as lib
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia_smi"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.enclave.llm.plugins.module_utils import firewall, site
+from ansible_collections.enclave.llm.plugins.module_utils import site
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import firewall
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = yaml.safe_load((REPO / "inventories" / "lab" / "group_vars" / "all" / "enclave.yml").read_text())

@@ -9,7 +9,8 @@ wrong before anything changes, and which old revisions to remove.
 
 from __future__ import annotations
 
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest, model_profiles
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as model_manifest
+from ansible_collections.enclave.llm.plugins.module_utils.models import profiles as model_profiles
 
 SIGNATURE_POLICIES = model_manifest.SIGNATURE_CHOICES
 

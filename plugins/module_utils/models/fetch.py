@@ -29,7 +29,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from ansible_collections.enclave.llm.plugins.module_utils import model_manifest
+from ansible_collections.enclave.llm.plugins.module_utils.models import manifest as model_manifest
 
 CHUNK = 1 << 20
 GIB = 1 << 30

@@ -34,23 +34,10 @@ import sys
 import threading
 import time
 
-try:
-    from ansible_collections.enclave.llm.plugins.module_utils import atomic_file, egress_probe
-    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_config as config_lib
-    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_evidence as evidence
-    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_network as network
-    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_nft as nft
-    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_probes as probes
-    from ansible_collections.enclave.llm.plugins.module_utils import isolation_monitor_restore as restore
-except ImportError:  # installed on the host as plain modules next to each other
-    import atomic_file
-    import egress_probe
-    import isolation_monitor_config as config_lib
-    import isolation_monitor_evidence as evidence
-    import isolation_monitor_network as network
-    import isolation_monitor_nft as nft
-    import isolation_monitor_probes as probes
-    import isolation_monitor_restore as restore
+from ansible_collections.enclave.llm.plugins.module_utils import atomic_file
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import config as config_lib
+from ansible_collections.enclave.llm.plugins.module_utils.monitor import evidence, network, nft, probes, restore
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import egress_probe
 
 CONFIG_PATH = "/etc/enclave/isolation-monitor.json"
 BREACH_FILE = "isolation-breach.json"

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import (
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import (
     SCHEMA,
     STATUSES,
     dump_json,
     empty_counts,
     sha256_hex,
 )
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_junit import render_summary_junit
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_report_html import render_summary
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.junit import render_summary_junit
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.report_html import render_summary
 
 EVIDENCE_NAME = "evidence.json"
 REPORT_NAME = "report.html"

@@ -16,9 +16,9 @@ import json
 import os
 import stat
 
-from ansible_collections.enclave.llm.plugins.module_utils import audit_waivers
 from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import (
+from ansible_collections.enclave.llm.plugins.module_utils.evidence import audit_waivers
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import (
     BLOCKING_STATUSES,
     SCHEMA,
     dump_json,
@@ -26,8 +26,8 @@ from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import
     family_of,
     sha256_hex,
 )
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_junit import render_bundle_junit
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_report_html import render_report
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.junit import render_bundle_junit
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.report_html import render_report
 
 try:
     import yaml

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import json
 
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import (
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import (
     MAPPING_LABELS,
     STATUS_LABELS,
     STATUSES,

@@ -34,7 +34,7 @@ import itertools
 import json
 import re
 
-from ansible_collections.enclave.llm.plugins.module_utils import network_breadth
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import network_breadth
 
 FAMILY = "inet"
 TABLE = "enclave"

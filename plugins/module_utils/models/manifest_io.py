@@ -8,7 +8,7 @@ read lease and handed to hashlib in large slices, with the kernel reading
 ahead, so hashlib, which releases the GIL for large updates, keeps every core
 busy). The root-only cache is read and written atomically.
 :func:`verify_folder` and :func:`hash_folder` put it together. Every decision
-is taken by the pure half, module_utils/model_manifest.py.
+is taken by the pure half, module_utils/models/manifest.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
 from ansible_collections.enclave.llm.plugins.module_utils.atomic_file import write_atomic
-from ansible_collections.enclave.llm.plugins.module_utils.model_manifest import (
+from ansible_collections.enclave.llm.plugins.module_utils.models.manifest import (
     CACHE_FORMAT_VERSION,
     GIB,
     MANIFEST_NAME,

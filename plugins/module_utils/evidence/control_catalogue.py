@@ -7,7 +7,7 @@ references, implementing role and tag, and the host tests that verify it.
 The human document is generated from it, so the two cannot drift::
 
     PYTHONPATH=.collections python -m \\
-        ansible_collections.enclave.llm.plugins.module_utils.control_catalogue \\
+        ansible_collections.enclave.llm.plugins.module_utils.evidence.control_catalogue \\
         docs/controls.yml > docs/controls.md
 
 ``make controls-doc`` runs exactly that. Everything here is pure but ``load``
@@ -50,7 +50,7 @@ FAMILIES = {
     "MR": "Offline mirrors",
 }
 REGENERATE = (
-    "PYTHONPATH=.collections python -m ansible_collections.enclave.llm.plugins.module_utils.control_catalogue "
+    "PYTHONPATH=.collections python -m ansible_collections.enclave.llm.plugins.module_utils.evidence.control_catalogue "
     "docs/controls.yml > docs/controls.md"
 )
 NONE = "—"
@@ -220,7 +220,7 @@ def render_markdown(catalogue):
     lines = [
         "# Control catalogue",
         "",
-        "<!-- Generated from docs/controls.yml by plugins/module_utils/control_catalogue.py: do not edit. -->",
+        "<!-- Generated from docs/controls.yml by plugins/module_utils/evidence/control_catalogue.py: do not edit. -->",
         "",
         "This document is generated from [`controls.yml`](controls.yml), the single source of the",
         "enclave's controls. Change the catalogue, never this file, then regenerate it with",

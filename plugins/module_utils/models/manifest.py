@@ -11,7 +11,7 @@ comparing a folder listing with it, the incremental cache's decisions, reading g
 status lines. It takes and returns plain data and is unit-tested without a host.
 
 The I/O the module and the benchmark share (listing a folder, hashing its files
-in parallel, the cache on disk) is in module_utils/model_manifest_io.py.
+in parallel, the cache on disk) is in module_utils/models/manifest_io.py.
 """
 
 from __future__ import annotations

@@ -15,10 +15,7 @@ from __future__ import annotations
 import os
 import pwd
 
-try:
-    from ansible_collections.enclave.llm.plugins.module_utils import egress_probe
-except ImportError:  # installed on the host as plain modules next to each other
-    import egress_probe
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import egress_probe
 
 CHILD_GRACE_S = 5.0
 

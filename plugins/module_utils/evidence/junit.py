@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from ansible_collections.enclave.llm.plugins.module_utils.evidence_common import (
+from ansible_collections.enclave.llm.plugins.module_utils.evidence.common import (
     MAPPING_LABELS,
     STATUS_LABELS,
     parse_iso,

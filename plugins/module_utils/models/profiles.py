@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 
-from ansible_collections.enclave.llm.plugins.module_utils import nvidia_gpu
+from ansible_collections.enclave.llm.plugins.module_utils.gpu import nvidia as nvidia_gpu
 
 PROFILES = {
     "deepseek-r1-fp8-8xh200": {

@@ -2,12 +2,13 @@
 # Apache License 2.0 (see galaxy.yml)
 """The isolation monitor's settings: defaults, validation, and one message per problem.
 
-The role runs this file on the controller (``python3 isolation_monitor_config.py``
-with the settings as JSON on stdin) before it changes anything on the host; the
-monitor runs ``validate`` again when it starts. Every message names the role
+The role runs ``validate`` on the controller (the
+``enclave.llm.isolation_monitor_problems`` filter) before it changes anything on
+the host; the monitor runs it again when it starts. Every message names the role
 variable to change (``VARIABLES``) and says how.
 
-Pure logic, stdlib only: the host runs it from /usr/local/lib/enclave-isolation.
+Pure logic, stdlib only: the host runs it from /usr/local/lib/enclave-isolation,
+under the collection's package path.
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ import fnmatch
 import ipaddress
 import json
 import re
-import sys
 
-try:
-    from ansible_collections.enclave.llm.plugins.module_utils import egress_probe
-except ImportError:  # installed on the host as plain modules next to each other
-    import egress_probe
+from ansible_collections.enclave.llm.plugins.module_utils.netpolicy import egress_probe
 
 # The role variable behind each setting, for the messages.
 VARIABLES = {
@@ -84,13 +81,6 @@ _CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
 _GLOB = re.compile(r"[*?\[]")
 _COUNTER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-
-
-def _say(text="", stream=None):
-    """One line of the command-line program this module also is."""
-    stream = stream or sys.stdout
-    stream.write(f"{text}\n")
-    stream.flush()
 
 
 def _var(key):
@@ -311,20 +301,3 @@ def load(path):
     if problems:
         raise ValueError("\n".join(problems))
     return config
-
-
-def main():
-    """Validate settings given as JSON on stdin; print each problem and exit 1 when there is one."""
-    try:
-        raw = json.load(sys.stdin)
-    except ValueError as exc:
-        _say(f"the settings are not JSON: {exc}")
-        return 1
-    _config, problems = validate(raw)
-    for problem in problems:
-        _say(problem)
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
