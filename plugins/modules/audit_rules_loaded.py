@@ -18,6 +18,9 @@ description:
   - With O(reload), runs C(augenrules --load) when they differ or C(rules.d) changed, reports
     changed, and fails unless the kernel then holds exactly the rules on disk. Rules removed or
     added by hand (C(auditctl -W), C(auditctl -d)) are repaired this way, not only a changed file.
+  - A load that fails, or leaves the kernel with other rules than those on disk, is undone; the
+    rules the kernel held before are loaded again (C(auditctl -D), C(auditctl -R)), so a bad rule
+    never leaves the host with less auditing than it had. The failure says whether they are back.
   - In check mode nothing is loaded; changed says whether a load would happen.
   - When the kernel's rules are locked (C(-e 2)) and differ, fails, since only a reboot can load them.
 author:
@@ -68,6 +71,10 @@ reordered:
   description: Filter lists holding the same rules in another order, before any load.
   returned: always
   type: list
+put_back:
+  description: After a load that failed, whether the rules the kernel held before were loaded again.
+  returned: when a load failed
+  type: str
 enabled:
   description: The enabled flag of auditctl -s (2 is immutable).
   returned: always
@@ -77,6 +84,9 @@ commands:
   returned: always
   type: list
 """
+
+import os  # noqa: E402
+import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.enclave.llm.plugins.module_utils.hardening import audit_rules as lib  # noqa: E402
@@ -95,10 +105,14 @@ class Host:
     def fail(self, msg, **extra):
         self.module.fail_json(msg=msg, commands=self.commands, **extra)
 
-    def compare(self, rules_file):
+    def loaded_rules(self):
         rc, loaded, err = self.run("auditctl", "-l")
         if rc != 0:
             self.fail(f"auditctl -l failed: {err.strip()}")
+        return loaded
+
+    def compare(self, rules_file):
+        loaded = self.loaded_rules()
         try:
             with open(rules_file, encoding="utf-8") as handle:
                 on_disk = handle.read()
@@ -110,6 +124,32 @@ class Host:
             return lib.compare(on_disk, loaded)
         except lib.AuditRuleError as err:
             self.fail(f"{rules_file} or auditctl -l holds a rule this check cannot read: {err}")
+
+    def put_back(self, previous):
+        """Load ``previous`` (auditctl -l's text) again in place of whatever the kernel holds now; what happened."""
+        rules = [line for line in previous.splitlines() if line.strip() and line.strip() != "No rules"]
+        self.run("auditctl", "-D")
+        errors = ""
+        if rules:
+            with tempfile.NamedTemporaryFile("w", suffix=".rules", delete=False) as handle:
+                handle.write("\n".join(rules) + "\n")
+            try:
+                _rc, _out, errors = self.run("auditctl", "-R", handle.name)
+            finally:
+                os.unlink(handle.name)
+        try:
+            back = lib.compare(previous, self.loaded_rules())
+        except lib.AuditRuleError as err:
+            back = {"equal": False, "only_on_disk": [str(err)], "only_loaded": [], "reordered": []}
+        if back["equal"] and not rules:
+            return "The kernel held no rules before, and holds none again."
+        if back["equal"]:
+            return f"The {len(rules)} rule(s) the kernel held before were loaded again."
+        return (
+            f"The rules the kernel held before could not all be loaded again ({lib.describe(back)}"
+            + (f"; {errors.strip()}" if errors.strip() else "")
+            + "): the host audits less than it did until the rules on disk load."
+        )
 
     def enabled(self):
         _rc, out, _err = self.run("auditctl", "-s")
@@ -146,17 +186,19 @@ def main():
             f"{lib.describe(before)}. Reboot the host to load them (a converge never reboots it).",
             **result,
         )
+    previous = host.loaded_rules()
     rc, out, err = host.run("augenrules", "--load")
-    if rc != 0 or "rror" in err:
-        host.fail(f"augenrules --load failed (rc {rc}): {(out + err).strip()}", **result)
     after = host.compare(rules_file)
     result.update(loaded_now=True, equal=after["equal"], enabled=host.enabled())
-    if not after["equal"]:
-        host.fail(
-            f"after augenrules --load the kernel's audit rules still differ from {rules_file}: {lib.describe(after)}",
-            **result,
-        )
-    module.exit_json(changed=True, commands=host.commands, **result)
+    if rc == 0 and after["equal"]:
+        module.exit_json(changed=True, commands=host.commands, **result)
+    if rc != 0:
+        why = f"augenrules --load failed (rc {rc}): {(out + err).strip()}"
+    else:
+        why = f"after augenrules --load the kernel's audit rules still differ from {rules_file}: {lib.describe(after)}"
+    result["put_back"] = host.put_back(previous)
+    result["equal"] = False
+    host.fail(f"{why}. {result['put_back']}", **result)
 
 
 if __name__ == "__main__":

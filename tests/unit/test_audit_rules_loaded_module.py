@@ -23,6 +23,8 @@ AUDITCTL = """#!/bin/sh
 case "$1" in
   -l) if [ -s "$STATE/kernel" ]; then cat "$STATE/kernel"; else echo "No rules"; fi ;;
   -s) echo "enabled $(cat "$STATE/enabled")"; echo "failure 1" ;;
+  -D) : > "$STATE/kernel"; echo clear >> "$STATE/put_back" ;;
+  -R) grep -v -e '^-D' -e '^-e' "$2" | sed "$STATE_PUT_BACK_EDIT" >> "$STATE/kernel"; echo load >> "$STATE/put_back" ;;
 esac
 """
 AUGENRULES = """#!/bin/sh
@@ -32,6 +34,7 @@ else cp "$STATE/rules.d" "$STATE/audit.rules"; fi
 if [ "$1" = --load ]; then
   echo load >> "$STATE/loads"
   grep -v -e '^-D' -e '^-e' "$STATE/audit.rules" | sed "$STATE_LOAD_EDIT" > "$STATE/kernel"
+  if [ -n "$STATE_LOAD_FAIL" ]; then echo "Error sending add rule data request (Invalid argument)" >&2; exit 1; fi
 fi
 """
 
@@ -51,7 +54,7 @@ def host(tmp_path):
     return tmp_path
 
 
-def run(host, check_mode=False, load_edit="", **args):
+def run(host, check_mode=False, load_edit="", load_fail="", put_back_edit="", **args):
     path = host / "args.json"
     args = {"rules_file": str(host / "audit.rules"), **args, "_ansible_check_mode": check_mode}
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
@@ -61,6 +64,8 @@ def run(host, check_mode=False, load_edit="", **args):
         "PYTHONPATH": str(REPO / ".collections"),
         "STATE": str(host),
         "STATE_LOAD_EDIT": load_edit,
+        "STATE_LOAD_FAIL": load_fail,
+        "STATE_PUT_BACK_EDIT": put_back_edit,
     }
     completed = subprocess.run(
         [sys.executable, str(MODULE), str(path)], capture_output=True, text=True, env=env, timeout=60, check=False
@@ -125,3 +130,36 @@ def test_a_load_that_leaves_the_kernel_different_fails(host):
     assert result["failed"]
     assert "after augenrules --load the kernel's audit rules still differ" in result["msg"]
     assert "enclave_nft" in result["msg"]
+    assert result["put_back"] == "The kernel held no rules before, and holds none again."
+    assert (host / "kernel").read_text() == ""
+
+
+BEFORE = "-w /etc/passwd -p wa -k identity\n-w /etc/shadow -p wa -k identity\n"
+
+
+def test_a_failed_load_puts_the_kernel_s_previous_rules_back(host):
+    """augenrules --load clears the kernel's rules first; a rule it then cannot add must not leave fewer."""
+    (host / "kernel").write_text(BEFORE)
+    result = run(host, load_edit="/enclave_nft/d", load_fail="1")
+    assert result["failed"]
+    assert result["msg"].startswith("augenrules --load failed (rc 1): ")
+    assert "Error sending add rule data request (Invalid argument)" in result["msg"]
+    assert "The 2 rule(s) the kernel held before were loaded again." in result["msg"]
+    assert (host / "kernel").read_text() == BEFORE
+    assert (host / "put_back").read_text().split() == ["clear", "load"]
+
+
+def test_rules_that_cannot_all_be_put_back_are_named(host):
+    (host / "kernel").write_text(BEFORE)
+    result = run(host, load_fail="1", put_back_edit="/shadow/d")
+    assert result["failed"]
+    assert "could not all be loaded again (only on disk: -w /etc/shadow -p wa -k identity" in result["msg"]
+    assert "audits less than it did" in result["msg"]
+
+
+def test_a_good_load_puts_nothing_back(host):
+    (host / "kernel").write_text(BEFORE)
+    result = run(host)
+    assert not result.get("failed"), result
+    assert "put_back" not in result
+    assert not (host / "put_back").exists()
