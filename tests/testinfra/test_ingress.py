@@ -14,12 +14,15 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import socket
 import time
 import uuid
 
 import pytest
+import yaml
 from clinic_client import KEY_DIR, clinic, clinic_endpoint
+from enclave_host import REPO
 
 pytestmark = pytest.mark.serving
 
@@ -196,3 +199,20 @@ def test_ENC_FW_001_non_clinical_source_is_dropped_by_the_firewall(host, endpoin
     assert _drop_input(host) > before, "drop_input did not move: the connection was not dropped by the firewall"
     (control,) = clinic(endpoint, {"path": "/v1/models"})
     assert control["status"] == 401, "the clinical client must still connect"
+
+
+def test_ENC_IG_003_the_upstream_key_fragment_is_checked_before_it_is_installed(host):
+    """The fragment holding vLLM's key goes in before nginx.conf, whose check would catch it too late."""
+    check = yaml.safe_load((REPO / "roles" / "ingress" / "vars" / "main.yml").read_text())["__ingress_fragment_check"]
+    good = shlex.quote('proxy_set_header Authorization "Bearer test";')
+    unterminated = shlex.quote('proxy_set_header Authorization "Bearer test"')
+    path = host.check_output("mktemp")
+    try:
+        host.check_output(f"echo {good} > {path}")
+        assert host.run(check % path).rc == 0
+        host.check_output(f"echo {unterminated} > {path}")
+        refused = host.run(check % path)
+        assert refused.rc != 0
+        assert "unexpected" in refused.stderr
+    finally:
+        host.run(f"rm -f {path}")

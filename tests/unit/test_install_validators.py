@@ -138,3 +138,43 @@ def test_a_dnf_repository_without_its_signature_checks_is_refused(tmp_path):
     rc, said = run(command, empty)
     assert rc != 0
     assert "no repository" in said
+
+
+def task_validator(role, tasks_file, dest_end):
+    """The validate: of the task in roles/ROLE/tasks/TASKS_FILE whose dest ends with DEST_END."""
+    for task in yaml.safe_load((ROLES / role / "tasks" / tasks_file).read_text()):
+        module = task.get("ansible.builtin.template") or {}
+        if str(module.get("dest", "")).endswith(dest_end):
+            return module["validate"]
+    raise AssertionError(f"no template task for {dest_end} in {role}/{tasks_file}")
+
+
+def test_an_auditd_conf_line_auditd_cannot_read_is_refused(tmp_path):
+    command = task_validator("auditd", "audit.yml", "auditd.conf")
+    template = (ROLES / "auditd" / "templates" / "auditd.conf.j2").read_text()
+    good = tmp_path / "good.conf"
+    good.write_text(
+        "\n".join(
+            line for line in template.replace("{{ ansible_managed }}", "managed").splitlines() if "{%" not in line
+        ).replace("{{ key }} = {{ value }}", "max_log_file = 64")
+        + "\n"
+    )
+    assert "{{" not in good.read_text()
+    assert run(command, good) == (0, "")
+    for text in ("max_log_file=64\n", "max_log_file = \n", "max_log_file = 64\nspace_left_action\n"):
+        bad = tmp_path / "bad.conf"
+        bad.write_text(good.read_text() + text)
+        rc, said = run(command, bad)
+        assert rc != 0, text
+        assert "not a key = value line" in said
+
+
+def test_a_registries_d_file_without_its_lookaside_is_refused(tmp_path):
+    command = task_validator("podman_rootless", "config.yml", "enclave-registry.yaml")
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("# managed\ndocker:\n  192.0.2.10:5000:\n    lookaside: http://192.0.2.10:8081/sigstore\n")
+    bad.write_text("# managed\ndocker:\n  192.0.2.10:5000:\n    lookaside:\n")
+    assert run(command, good) == (0, "")
+    rc, said = run(command, bad)
+    assert rc != 0
+    assert "no docker: REGISTRY: lookaside: URL" in said
