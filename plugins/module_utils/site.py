@@ -37,8 +37,10 @@ def firewall_section(settings):
     ``enclave_canaries`` and the firewall_* settings (keys as ``firewall.build_policy`` names them)."""
     settings = dict(settings)
     canaries = settings.pop("canaries", None) or []
-    if not isinstance(canaries, list):
-        raise PlanError(f"enclave_canaries must be a list of probe targets, not {type(canaries).__name__}")
+    if not isinstance(canaries, list) or not all(isinstance(canary, dict) for canary in canaries):
+        raise PlanError(
+            f"enclave_canaries must be a list of probe targets (name, address, proto, port), not {canaries!r:.80}"
+        )
     try:
         policy = firewall.build_policy(settings.pop("zones", None), **settings)
     except (TypeError, ValueError) as exc:

@@ -60,8 +60,9 @@ def test_the_firewall_section_does_not_share_the_caller_s_canaries():
 
 def test_no_canaries_is_an_empty_list_and_a_canary_string_is_refused():
     assert site.firewall_section(firewall_settings(canaries=None))["canaries"] == []
-    with pytest.raises(site.PlanError, match="enclave_canaries must be a list"):
-        site.firewall_section(firewall_settings(canaries="192.0.2.1"))
+    for wrong in ("192.0.2.1", ["192.0.2.1"]):
+        with pytest.raises(site.PlanError, match="enclave_canaries must be a list of probe targets"):
+            site.firewall_section(firewall_settings(canaries=wrong))
 
 
 def test_a_firewall_setting_the_library_cannot_take_is_named():
