@@ -9,9 +9,8 @@ has one owner, the role whose settings it is derived from:
                                through (``allowlisted``) and the site's canaries
 ``model``    (model_store)     where the pinned revision lives: name, revision,
                                base, path, current
-``serving``  (vllm)            the Unix socket the ingress forwards to, the
-                               served model name
-``ingress``  (ingress)         the address, port and URL clients use
+``serving``  (vllm)            the Unix socket the ingress forwards to
+``ingress``  (ingress)         where nginx listens and the URL clients use
 
 The preflight includes every role's validation, so every section exists
 before any role changes a host, and each is computed once per run. A role
@@ -63,15 +62,11 @@ def model_section(settings):
 
 
 def serving_section(settings):
-    """The socket vLLM serves on (``vllm_socket_dir``) and the name clients ask for."""
+    """The socket vLLM serves on, in ``vllm_socket_dir``."""
     socket_dir = str(settings.get("socket_dir") or "").rstrip("/")
     if not socket_dir.startswith("/"):
         raise PlanError(f"vllm_socket_dir {settings.get('socket_dir')!r} must be an absolute folder")
-    return {
-        "socket_dir": socket_dir,
-        "socket": f"{socket_dir}/vllm.sock",
-        "model_name": str(settings.get("model_name") or ""),
-    }
+    return {"socket": f"{socket_dir}/vllm.sock"}
 
 
 def ingress_section(settings):
@@ -87,7 +82,7 @@ def ingress_section(settings):
     name = str(settings.get("server_name") or address)
     host = f"[{address}]" if address.version == 6 else str(address)
     suffix = "" if port == 443 else f":{port}"
-    return {"address": str(address), "port": port, "listen": f"{host}:{port}", "url": f"https://{name}{suffix}"}
+    return {"listen": f"{host}:{port}", "url": f"https://{name}{suffix}"}
 
 
 SECTIONS = {

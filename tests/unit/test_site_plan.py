@@ -92,11 +92,7 @@ def test_the_model_section_refuses_what_it_cannot_place(settings, named):
 
 
 def test_the_serving_section_is_the_socket_in_its_folder():
-    assert site.serving_section({"socket_dir": "/run/enclave-llm/", "model_name": "tiny-r1"}) == {
-        "socket_dir": "/run/enclave-llm",
-        "socket": "/run/enclave-llm/vllm.sock",
-        "model_name": "tiny-r1",
-    }
+    assert site.serving_section({"socket_dir": "/run/enclave-llm/"}) == {"socket": "/run/enclave-llm/vllm.sock"}
     with pytest.raises(site.PlanError, match="vllm_socket_dir"):
         site.serving_section({"socket_dir": "run/enclave-llm"})
 
@@ -137,7 +133,7 @@ def test_the_ingress_section_refuses_what_no_client_could_reach(settings, named)
 
 
 def test_site_plan_derives_the_named_sections_and_keeps_the_others():
-    first = site.site_plan(None, serving={"socket_dir": "/run/a", "model_name": "m"})
+    first = site.site_plan(None, serving={"socket_dir": "/run/a"})
     both = site.site_plan(first, ingress={"address": "192.0.2.20", "port": 443, "server_name": "llm"})
     assert set(both) == {"serving", "ingress"}
     assert both["serving"] == first["serving"]
